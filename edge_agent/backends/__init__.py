@@ -1,0 +1,1 @@
+"""Inference backends. Each moves named tensors only; everything model-specific lives in the manifest."""
