@@ -1,0 +1,254 @@
+"""Configuration: defaults < TOML file < ``EDGE_AGENT_*`` environment < command-line flags.
+
+One pydantic-settings root with ``extra="forbid"`` everywhere and bounds on every number. Nested keys are
+set from the environment with ``__``: ``EDGE_AGENT_PUBLISHER__ENDPOINT=tcp://127.0.0.1:6000``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from edge_agent.paths import DEFAULT_CONFIG_FILE, default_models_dir
+
+ENV_PREFIX = "EDGE_AGENT_"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid. ``str()`` is one line naming the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceSettings(_Section):
+    uri: str = Field(
+        "0",
+        description="camera index ('0'), V4L2 path ('/dev/video0'), video file, image folder, rtsp:// URL, "
+        "or 'sample:NAME' for a bundled registry sample (e.g. sample:single_face.mp4)",
+    )
+    loop: bool = Field(False, description="file sources: restart at the end instead of ending the run")
+    pace: Literal["native", "fast"] = Field(
+        "native", description="file/folder sources: play at the file's frame rate, or as fast as processed"
+    )
+    width: int | None = Field(None, ge=16, le=7680, description="requested capture width (cameras)")
+    height: int | None = Field(None, ge=16, le=4320, description="requested capture height (cameras)")
+    fps: float | None = Field(None, gt=0, le=480, description="requested capture rate (cameras)")
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    read_timeout_s: float = Field(5.0, gt=0, le=300)
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(10.0, gt=0, le=600)
+    folder_fps: float = Field(10.0, gt=0, le=1000, description="image-folder sources: frames per second")
+
+
+class OnnxSettings(_Section):
+    intra_op_threads: int = Field(1, ge=0, le=256, description="0 lets ONNX Runtime choose")
+    inter_op_threads: int = Field(1, ge=0, le=256)
+    spin: bool = Field(False, description="let idle ONNX Runtime threads spin (lower latency, more CPU)")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+
+class HailoSettings(_Section):
+    device_id: str | None = Field(None, description="PCIe BDF of the Hailo device; None = first")
+    multi_process_service: bool = Field(
+        False, description="share the chip through hailort.service (needs that service running)"
+    )
+    timeout_ms: int = Field(1000, ge=10, le=60000, description="bound on every HailoRT wait")
+
+
+class BackendSettings(_Section):
+    kind: Literal["auto", "onnx", "hailo"] = Field(
+        "auto", description="auto: Hailo when hailo_platform imports and a device opens, else ONNX"
+    )
+    onnx: OnnxSettings = OnnxSettings()
+    hailo: HailoSettings = HailoSettings()
+
+
+class DetectorSettings(_Section):
+    model: Path = Field(default_factory=lambda: default_models_dir() / "detector" / "retinaface-mnet025")
+    hailo_model: Path = Field(default_factory=lambda: default_models_dir() / "detector" / "hailo8")
+    score_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    nms_iou: float = Field(0.4, gt=0.0, le=1.0)
+    input_width: int | None = Field(None, ge=32, le=4096, description="None = the model manifest's size")
+    input_height: int | None = Field(None, ge=32, le=4096)
+    top_k: int = Field(500, ge=1, le=100000, description="candidates kept before NMS")
+    max_faces: int = Field(50, ge=1, le=1000)
+
+
+class ClassifierSettings(_Section):
+    model: Path = Field(default_factory=lambda: default_models_dir() / "classifier" / "mnv3s-facex7")
+    hailo_model: Path = Field(default_factory=lambda: default_models_dir() / "classifier" / "hailo8")
+    margin: float = Field(0.2, ge=0.0, le=2.0, description="crop margin as a fraction of the box size")
+    align: bool = Field(False, description="5-point similarity alignment instead of a square crop")
+    max_batch: int = Field(16, ge=1, le=256)
+
+
+class PublisherSettings(_Section):
+    endpoint: str = Field("tcp://127.0.0.1:5556", description="ZeroMQ PUB bind endpoint")
+    camera_id: str = Field("cam0", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    sndhwm: int = Field(16, ge=1, le=100000, description="messages queued per subscriber before dropping")
+    status_interval_s: float = Field(1.0, gt=0.0, le=3600.0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_scheme(cls, v: str) -> str:
+        if not re.match(r"^(tcp|ipc|inproc)://.+", v):
+            raise ValueError("must look like tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+        return v
+
+
+class PipelineSettings(_Section):
+    queue_size: int = Field(2, ge=1, le=256, description="bounded capture queue; the oldest frame is dropped")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "plain", "journal"] = Field(
+        "auto", description="journal: no timestamps (journald adds them); auto: journal under systemd"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    source: SourceSettings = SourceSettings()
+    backend: BackendSettings = BackendSettings()
+    detector: DetectorSettings = DetectorSettings()
+    classifier: ClassifierSettings = ClassifierSettings()
+    publisher: PublisherSettings = PublisherSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _ACTIVE_TOML.get("path")
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file, deep_merge=True))
+        return tuple(sources)
+
+
+# The TOML file of the load_settings() call in progress (pydantic-settings builds sources per class).
+_ACTIVE_TOML: dict[str, Path | None] = {"path": None}
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(root)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{key}: {msg}{more}"
+
+
+def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Turn {"source.uri": x} into {"source": {"uri": x}}; None values are skipped (flag not given)."""
+    out: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the effective settings.
+
+    ``config_file`` None means the default path, used only if it exists; an explicit file must exist.
+    ``overrides`` are dotted keys from command-line flags (highest precedence).
+    Raises ConfigError with a one-line message naming the key and the problem.
+    """
+    explicit = config_file is not None
+    path = config_file if config_file is not None else DEFAULT_CONFIG_FILE
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file {path}: not found")
+        path_or_none: Path | None = None
+    else:
+        path_or_none = path
+    if path_or_none is not None:
+        try:
+            tomllib.loads(path_or_none.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path_or_none}: invalid TOML ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path_or_none}: cannot read ({exc.strerror})") from None
+    _ACTIVE_TOML["path"] = path_or_none
+    try:
+        return Settings(**_nest(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    finally:
+        _ACTIVE_TOML["path"] = None
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URLs (``rtsp://user:secret@host`` -> ``rtsp://user:***@host``)."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def effective_config_toml(settings: Settings) -> str:
+    """The merged configuration as TOML text, with secrets redacted (for ``check-config``)."""
+    data = settings.model_dump(mode="json")
+    lines: list[str] = []
+
+    def emit(table: str, obj: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in obj.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in obj.items() if isinstance(v, dict)}
+        if table:
+            lines.append(f"[{table}]")
+        for k, v in scalars.items():
+            if v is None:
+                lines.append(f"# {k} = (unset)")
+            else:
+                lines.append(f"{k} = {_toml_value(v)}")
+        if table:
+            lines.append("")
+        for k, v in tables.items():
+            emit(f"{table}.{k}" if table else k, v)
+
+    emit("", data)
+    return redact("\n".join(lines).rstrip() + "\n")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
