@@ -1,0 +1,1 @@
+"""Network definitions in plain torch (torchvision cannot be imported beside the pinned torch)."""
