@@ -211,7 +211,8 @@ class Head1x1(nn.Module):
         self.conv1x1 = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1x1(x)
+        out: torch.Tensor = self.conv1x1(x)
+        return out
 
 
 BACKBONES: dict[str, BackboneFactory] = {"mobilenetv1_0.25": lambda cfg: MobileNetV1()}
@@ -247,7 +248,10 @@ class RetinaFace(nn.Module):
         if len(cfg.anchors.steps) != LEVELS or tuple(cfg.anchors.steps) != STRIDES:
             raise ValueError(f"{cfg.name}: anchors.steps must be {STRIDES} to match the backbone levels")
         self.body = _lookup(BACKBONES, cfg.backbone, "backbone")(cfg)
-        in_channels = tuple(int(ch) for ch in self.body.out_channels)
+        body_channels: tuple[int, ...] = getattr(self.body, "out_channels", ())
+        if len(body_channels) != LEVELS:
+            raise ValueError(f"{cfg.name}: backbone {cfg.backbone!r} must expose out_channels for {LEVELS} levels")
+        in_channels = tuple(int(ch) for ch in body_channels)
         self.fpn = _lookup(FPN_KINDS, cfg.fpn, "fpn")(in_channels, c, cfg)
         context = _lookup(CONTEXT_KINDS, cfg.context, "context")
         for i in range(1, LEVELS + 1):
@@ -270,7 +274,8 @@ class RetinaFace(nn.Module):
         feats = self.fpn(self.body(x))
         attend = self.cfg.attention != "none"
         out: list[torch.Tensor] = []
-        for i, f in enumerate(feats):
+        for i, feat in enumerate(feats):
+            f = feat
             if attend and self.cfg.attention_at == "fpn":
                 f = self._level("att", i)(f)
             f = self._level("ssh", i)(f)
