@@ -1,0 +1,1 @@
+"""Torch reference implementations (biubug6 Pytorch_Retinaface post-processing) used only to make goldens."""
