@@ -51,7 +51,7 @@ def output_size(size: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation:
     )
 
 
-def deform_conv2d_reference(
+def deform_conv2d_reference(  # noqa: PLR0917 -- mirrors torchvision's signature
     x: Tensor,
     weight: Tensor,
     offset: Tensor,
@@ -80,7 +80,8 @@ def deform_conv2d_reference(
             f"deform_conv2d: offset shape {tuple(offset.shape)} != expected {(n, offset_groups * taps * 2, oh, ow)}"
         )
     if mask is not None and mask.shape != (n, offset_groups * taps, oh, ow):
-        raise ValueError(f"deform_conv2d: mask shape {tuple(mask.shape)} != expected {(n, offset_groups * taps, oh, ow)}")
+        want = (n, offset_groups * taps, oh, ow)
+        raise ValueError(f"deform_conv2d: mask shape {tuple(mask.shape)} != expected {want}")
 
     dtype, dev = x.dtype, x.device
     # Base sampling grid (taps, oH, oW) for y and x, in input pixel coordinates.
@@ -117,7 +118,7 @@ def deform_conv2d_reference(
 
 
 @torch.library.custom_op("edge_build::deform_conv2d", mutates_args=())
-def _deform_conv2d_op(
+def _deform_conv2d_op(  # noqa: PLR0917 -- mirrors torchvision's signature
     x: Tensor,
     weight: Tensor,
     offset: Tensor,
@@ -135,7 +136,7 @@ def _deform_conv2d_op(
 
 
 @_deform_conv2d_op.register_fake
-def _(
+def _(  # noqa: PLR0917 -- mirrors torchvision's signature
     x: Tensor,
     weight: Tensor,
     offset: Tensor,
@@ -177,7 +178,7 @@ def _backward(ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor) -> tup
 _deform_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def deform_conv2d(
+def deform_conv2d(  # noqa: PLR0917 -- mirrors torchvision's signature
     x: Tensor,
     weight: Tensor,
     offset: Tensor,
@@ -220,7 +221,7 @@ class DeformConv2d(nn.Module):
     with the same weight -- so a plain conv's weight can be loaded into ``weight``/``bias`` unchanged.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 -- mirrors torchvision's signature
         self,
         in_channels: int,
         out_channels: int,
@@ -232,6 +233,7 @@ class DeformConv2d(nn.Module):
         offset_groups: int = 1,
         bias: bool = True,
         modulated: bool = False,
+        separable_offsets: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -242,10 +244,26 @@ class DeformConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         taps = offset_groups * kh * kw
-        self.offset_conv = nn.Conv2d(
-            in_channels, taps * (3 if modulated else 2), self.kernel_size, self.stride, self.padding, self.dilation
-        )
+        off_ch = taps * (3 if modulated else 2)
+        self.offset_conv: nn.Module
+        if separable_offsets:  # depthwise kxk -> 1x1: ~C*k*k + C*off_ch weights instead of C*off_ch*k*k
+            self.offset_conv = nn.Sequential(
+                nn.Conv2d(in_channels, in_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+                          groups=in_channels, bias=False),
+                nn.Conv2d(in_channels, off_ch, 1),
+            )
+        else:
+            self.offset_conv = nn.Conv2d(
+                in_channels, off_ch, self.kernel_size, self.stride, self.padding, self.dilation
+            )
         self.reset_parameters()
+
+    @property
+    def offset_head(self) -> nn.Conv2d:
+        """The last conv of the offset predictor (zero-initialised)."""
+        last = self.offset_conv[-1] if isinstance(self.offset_conv, nn.Sequential) else self.offset_conv
+        assert isinstance(last, nn.Conv2d)
+        return last
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -253,8 +271,10 @@ class DeformConv2d(nn.Module):
             fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
-        nn.init.zeros_(self.offset_conv.weight)
-        nn.init.zeros_(self.offset_conv.bias)
+        if isinstance(self.offset_conv, nn.Sequential):
+            nn.init.kaiming_uniform_(self.offset_conv[0].weight, a=math.sqrt(5))
+        nn.init.zeros_(self.offset_head.weight)
+        nn.init.zeros_(self.offset_head.bias)
 
     def offsets_and_mask(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         om = self.offset_conv(x)
@@ -271,15 +291,22 @@ class DeformConv2d(nn.Module):
             self.stride, self.padding, self.dilation, self.groups, self.offset_groups,
         )
 
-    def macs(self, input_hw: Pair) -> int:
-        """Multiply-accumulates at input size (H, W): offset conv + bilinear sampling (4 per sample) + main conv."""
-        oh, ow = output_size(input_hw, self.kernel_size, self.stride, self.padding, self.dilation)
-        kh, kw = self.kernel_size
-        taps = kh * kw
-        main = oh * ow * self.out_channels * (self.in_channels // self.groups) * taps
-        off_out = self.offset_conv.out_channels
-        offset = oh * ow * off_out * self.in_channels * taps
-        sampling = oh * ow * self.in_channels * taps * 4
+    def macs(self, inputs: tuple[Tensor, ...], output: Tensor) -> int:
+        """MACs of one forward (build/flops.py protocol): offset predictor + bilinear sampling + the conv.
+
+        Sampling is counted as 4 multiply-accumulates per sampled value (bilinear), the mask as 1.
+        """
+        x = inputs[0]
+        n, c_in = int(x.shape[0]), int(x.shape[1])
+        positions = n * int(output.shape[2]) * int(output.shape[3])
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        main = positions * self.out_channels * (c_in // self.groups) * taps
+        offset = 0
+        for mod in self.offset_conv.modules():
+            if isinstance(mod, nn.Conv2d):
+                k = mod.kernel_size[0] * mod.kernel_size[1]
+                offset += positions * mod.out_channels * (mod.in_channels // mod.groups) * k
+        sampling = positions * c_in * taps * (5 if self.modulated else 4)
         return main + offset + sampling
 
     def extra_repr(self) -> str:

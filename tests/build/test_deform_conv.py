@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from build.ops.deform_conv import DeformConv2d, deform_conv2d, deform_conv2d_reference
 
 
-def _rand_inputs(
+def _rand_inputs(  # noqa: PLR0917
     n: int, c_in: int, c_out: int, hw: tuple[int, int], stride: int, og: int, groups: int = 1
 ) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(7)
@@ -29,7 +29,7 @@ def _rand_inputs(
 
 @pytest.mark.parametrize(("stride", "groups"), [(1, 1), (2, 2)])
 def test_zero_offsets_equal_conv2d(stride: int, groups: int) -> None:
-    x, weight, offset, mask, bias = _rand_inputs(2, 4, 6, (9, 7), stride, og=2, groups=groups)
+    x, weight, offset, _, bias = _rand_inputs(2, 4, 6, (9, 7), stride, og=2, groups=groups)
     out = deform_conv2d(x, weight, torch.zeros_like(offset), None, bias, stride, 1, 1, groups, 2)
     ref = F.conv2d(x, weight, bias, stride, 1, 1, groups)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
@@ -79,8 +79,8 @@ def test_onnx_export_is_one_deformconv_node_matching_torch(tmp_path: Path, modul
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(3)
     m = DeformConv2d(8, 12, 3, stride=2, padding=1, offset_groups=2, modulated=modulated).eval()
-    torch.nn.init.normal_(m.offset_conv.weight, std=0.3)  # non-zero, non-integer offsets
-    torch.nn.init.normal_(m.offset_conv.bias, std=0.5)
+    torch.nn.init.normal_(m.offset_head.weight, std=0.3)  # non-zero, non-integer offsets
+    torch.nn.init.normal_(m.offset_head.bias, std=0.5)
     x = torch.randn(2, 8, 15, 13)
     path = tmp_path / "dcn.onnx"
     torch.onnx.export(m, (x,), str(path), dynamo=True, external_data=False, opset_version=19,
@@ -100,7 +100,17 @@ def test_onnx_export_is_one_deformconv_node_matching_torch(tmp_path: Path, modul
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_mac_count_includes_offset_branch() -> None:
-    m = DeformConv2d(16, 16, 3, stride=1, padding=1)
-    plain = 16 * 16 * 9 * 10 * 10
-    assert m.macs((10, 10)) == plain + 18 * 16 * 9 * 100 + 16 * 9 * 100 * 4
+@pytest.mark.parametrize("separable", [False, True])
+def test_mac_count_includes_offset_branch_and_sampling(separable: bool) -> None:
+    m = DeformConv2d(16, 16, 3, stride=1, padding=1, separable_offsets=separable)
+    x = torch.randn(1, 16, 10, 10)
+    plain = 16 * 16 * 9 * 100
+    offset = (16 * 9 + 18 * 16) * 100 if separable else 18 * 16 * 9 * 100
+    assert m.macs((x,), m(x)) == plain + offset + 16 * 9 * 100 * 4
+
+
+def test_separable_offset_predictor_starts_at_zero_offsets() -> None:
+    torch.manual_seed(1)
+    m = DeformConv2d(8, 8, 3, padding=1, groups=4, separable_offsets=True)
+    x = torch.randn(1, 8, 7, 7)
+    torch.testing.assert_close(m(x), F.conv2d(x, m.weight, m.bias, 1, 1, 1, 4), rtol=1e-5, atol=1e-5)
