@@ -45,6 +45,9 @@ class SourceSettings(_Section):
     width: int | None = Field(None, ge=16, le=7680, description="requested capture width (cameras)")
     height: int | None = Field(None, ge=16, le=4320, description="requested capture height (cameras)")
     fps: float | None = Field(None, gt=0, le=480, description="requested capture rate (cameras)")
+    fourcc: str | None = Field(
+        None, pattern=r"^[A-Z0-9 ]{4}$", description="camera pixel format to request, e.g. MJPG (USB cameras)"
+    )
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     read_timeout_s: float = Field(5.0, gt=0, le=300)
@@ -117,6 +120,11 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "plain", "journal"] = Field(
         "auto", description="journal: no timestamps (journald adds them); auto: journal under systemd"
+    )
+    rate_limit_s: float = Field(
+        10.0, ge=0.0, le=3600.0,
+        description="let the same message through at most once per this many seconds, then report how many "
+        "were suppressed; 0 disables",
     )
 
 
