@@ -1,0 +1,1 @@
+"""Test doubles at hardware boundaries only (the Hailo runtime). Never imported by the daemon."""
