@@ -33,7 +33,8 @@ def split_outputs(
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Backend outputs -> (A,4) loc, (A,) face probability, (A,10) landmarks, in prior order."""
     if spec.kind == "decoded":
-        assert spec.loc and spec.conf and spec.landmarks  # guaranteed by the manifest validator
+        if not (spec.loc and spec.conf and spec.landmarks):  # the manifest validator already refuses this
+            raise ValueError("detector_outputs of kind 'decoded' need loc, conf and landmarks")
         loc = np.asarray(outputs[spec.loc], np.float32)[0]
         conf = np.asarray(outputs[spec.conf], np.float32)[0]
         ldm = np.asarray(outputs[spec.landmarks], np.float32)[0]
