@@ -143,6 +143,10 @@ def prepare(
     image_bgr: UInt8Image, pre: Preprocess, input_size: tuple[int, int] | None = None
 ) -> tuple[Tensor, Geometry]:
     """Frame (HxWx3 uint8 BGR) -> batch-of-one tensor for the model and the geometry to undo afterwards."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {image_bgr.dtype} {image_bgr.shape} "
+                         "(convert grey/BGRA frames with cv2.cvtColor first)")
+    image_bgr = np.ascontiguousarray(image_bgr)
     target = network_size(pre, input_size)
     frame_wh = (int(image_bgr.shape[1]), int(image_bgr.shape[0]))
     if pre.resize == "letterbox":

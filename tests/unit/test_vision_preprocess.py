@@ -114,3 +114,15 @@ def test_prepare_padding_is_black_before_normalisation() -> None:
     assert geom.input_wh == (640, 384) and geom.frame_wh == (1280, 720) and geom.pad == (0, 24)
     # padded rows hold (0 - mean) in every channel
     np.testing.assert_array_equal(tensor[0, :, 370, 5], np.array([-104, -117, -123], np.float32))
+
+
+def test_prepare_validates_and_accepts_views() -> None:
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        prepare(np.zeros((10, 10), np.uint8), RETINA)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        prepare(np.zeros((10, 10, 4), np.uint8), RETINA)
+    frame = _image(64, 128)
+    view = frame[:, ::2]  # non-contiguous 64x64 view
+    a, _ = prepare(view, RETINA, (64, 64))
+    b, _ = prepare(np.ascontiguousarray(view), RETINA, (64, 64))
+    np.testing.assert_array_equal(a, b)
