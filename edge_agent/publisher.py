@@ -14,10 +14,12 @@ import logging
 
 import zmq
 
+from edge_agent.settings import ConfigError
+
 log = logging.getLogger(__name__)
 
 
-class PublisherError(RuntimeError):
+class PublisherError(ConfigError):
     """The PUB socket could not be created or bound; the message names the endpoint and the cause."""
 
 

@@ -1,0 +1,92 @@
+"""The reference client: a ZeroMQ SUB socket that decodes the wire messages and prints one line per message.
+
+Use it as a library (``Subscriber(endpoint).receive(timeout)`` -> ``(topic, message)``) or through
+``edge-agent subscribe``. Lines look like::
+
+    cam0 #812 2 faces | happy 0.91 [250,61,373,220] | neutral 0.55 [402,80,470,171] | 23.1 ms
+    cam0 status running | onnx | in 25.0 fps, out 24.9 fps | published 812, drops 1 | e2e p50 16.0 p95 20.8 ms
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import zmq
+
+from edge_agent.messages import EmotionMessage, StatusMessage, WireMessage, decode
+
+
+def connect_endpoint(bind_endpoint: str) -> str:
+    """The address a client connects to for a bind endpoint (``tcp://*:5556``/``0.0.0.0`` -> 127.0.0.1)."""
+    return re.sub(r"^tcp://(\*|0\.0\.0\.0)(?=:)", "tcp://127.0.0.1", bind_endpoint)
+
+
+class Subscriber:
+    """A connected SUB socket. ``topics`` are ZeroMQ prefix filters ("" = everything)."""
+
+    def __init__(self, endpoint: str, topics: Sequence[str] = ("",), *, rcvhwm: int = 1000) -> None:
+        self.endpoint = connect_endpoint(endpoint)
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock = self._ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        for t in topics:
+            self._sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
+        try:
+            self._sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ValueError(f"cannot connect to {self.endpoint}: {exc.strerror}") from None
+
+    def receive_raw(self, timeout_s: float) -> tuple[str, bytes] | None:
+        """The next ``(topic, payload)`` or None if nothing arrived within ``timeout_s``."""
+        if not self._sock.poll(max(0, round(timeout_s * 1000))):
+            return None
+        parts = self._sock.recv_multipart()
+        if len(parts) != 2:
+            raise ValueError(f"expected a [topic, json] message, got {len(parts)} frames")
+        return parts[0].decode("utf-8", "replace"), parts[1]
+
+    def receive(self, timeout_s: float) -> tuple[str, WireMessage] | None:
+        """The next decoded message (validated against the schema) or None on timeout."""
+        got = self.receive_raw(timeout_s)
+        if got is None:
+            return None
+        topic, payload = got
+        return topic, decode(topic, payload)
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.close()
+
+
+def _box(b: Sequence[float]) -> str:
+    return "[" + ",".join(str(round(v)) for v in b) + "]"
+
+
+def format_emotion(msg: EmotionMessage) -> str:
+    n = len(msg.faces)
+    parts = [f"{msg.camera_id} #{msg.seq} {n} face{'' if n == 1 else 's'}"]
+    parts += [f"{f.label} {f.confidence:.2f} {_box(f.box)}" for f in msg.faces]
+    parts.append(f"{msg.latency_ms:.1f} ms")
+    return " | ".join(parts)
+
+
+def format_status(msg: StatusMessage) -> str:
+    e2e = msg.latency_ms.get("end_to_end")
+    lat = f"e2e p50 {e2e.p50:.1f} p95 {e2e.p95:.1f} ms" if e2e else "e2e -"
+    src = f"source {msg.source.state}" + (f" ({msg.source.reconnects} reconnects)" if msg.source.reconnects else "")
+    return (f"{msg.camera_id} status {msg.state} | {msg.backend} | in {msg.fps_in:.1f} fps, out {msg.fps_out:.1f} fps"
+            f" | published {msg.frames_published}, drops {msg.drops} | {lat} | {src}")
+
+
+def format_message(msg: WireMessage) -> str:
+    return format_emotion(msg) if isinstance(msg, EmotionMessage) else format_status(msg)
