@@ -359,7 +359,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             scaler.step(opt)
             scaler.update()
             sched.step()
-            running += float(loss) * x.shape[0]
+            running += loss.item() * x.shape[0]
             seen += x.shape[0]
             bar.set_postfix(loss=f"{running / seen:.4f}")
         vt, vp = predict(model, val_dl, device, "val", a.verbose)
