@@ -6,8 +6,10 @@ set from the environment with ``__``: ``EDGE_AGENT_PUBLISHER__ENDPOINT=tcp://127
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,6 +190,22 @@ def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# EDGE_AGENT_* variables that are not settings (read by paths.py and assets.py).
+NON_SETTINGS_ENV = frozenset({"EDGE_AGENT_MODELS_DIR", "EDGE_AGENT_CACHE"})
+
+
+def unknown_env_key(environ: Mapping[str, str]) -> str | None:
+    """The first ``EDGE_AGENT_*`` variable naming no settings section (pydantic-settings would ignore it)."""
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NON_SETTINGS_ENV:
+            continue
+        section = upper[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if section not in Settings.model_fields:
+            return name
+    return None
+
+
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build the effective settings.
 
@@ -210,6 +228,9 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
             raise ConfigError(f"config file {path_or_none}: invalid TOML ({exc})") from None
         except OSError as exc:
             raise ConfigError(f"config file {path_or_none}: cannot read ({exc.strerror})") from None
+    bad_env = unknown_env_key(os.environ)
+    if bad_env is not None:
+        raise ConfigError(f"environment {bad_env}: unknown key (sections: {', '.join(Settings.model_fields)})")
     _ACTIVE_TOML["path"] = path_or_none
     try:
         return Settings(**_nest(overrides or {}))
