@@ -1,0 +1,127 @@
+"""End-to-end frame rate and capture->publish latency of the real, pipelined daemon (edge_agent.pipeline).
+
+The daemon runs with the benchmark's configuration on the same source (file sources at ``pace=fast`` and
+looping), publishing on a loopback TCP port; a subscriber counts the emotion messages and reads each one's
+``latency_ms`` (capture -> publish on the daemon's monotonic clock). The first second is not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from edge_agent.bench.runner import BenchConfig
+from edge_agent.messages import EMOTION_TOPIC_PREFIX, EmotionMessage, decode
+from edge_agent.stats import percentiles_ms
+
+log = logging.getLogger(__name__)
+
+SETTLE_S = 1.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def daemon_source(source: str) -> str | None:
+    """The daemon's source URI for a bench source, or None when the daemon cannot read it (synthetic:N)."""
+    if source.startswith("synthetic:"):
+        return None
+    return source
+
+
+def overrides_for(cfg: BenchConfig, source_uri: str, endpoint: str) -> dict[str, Any]:
+    o: dict[str, Any] = {
+        "source.uri": source_uri,
+        "source.pace": "fast",
+        "source.loop": True,
+        "backend.kind": cfg.backend,
+        "backend.onnx.intra_op_threads": cfg.threads,
+        "detector.score_threshold": cfg.score_threshold,
+        "detector.nms_iou": cfg.nms_iou,
+        "classifier.margin": cfg.margin,
+        "classifier.align": cfg.align,
+        "classifier.max_batch": cfg.max_batch,
+        "publisher.endpoint": endpoint,
+        "publisher.camera_id": "bench",
+    }
+    key = "hailo_model" if cfg.backend == "hailo" else "model"
+    o[f"detector.{key}"] = str(cfg.detector)
+    o[f"classifier.{key}"] = str(cfg.classifier)
+    if cfg.input_size:
+        o["detector.input_width"], o["detector.input_height"] = cfg.input_size
+    return o
+
+
+def run_pipelined(cfg: BenchConfig, source: str, seconds: float) -> dict[str, Any]:
+    """{"fps", "messages", "seconds", "latency_ms": {p50,p95,p99}, "faces_per_frame"} or {"skipped": reason}."""
+    if seconds <= 0:
+        return {"skipped": "--pipeline-seconds 0"}
+    if cfg.pipeline == "reference":
+        return {"skipped": "the reference pipeline has no daemon form"}
+    uri = daemon_source(source)
+    if uri is None:
+        return {"skipped": f"{source} is generated in memory; the daemon cannot read it"}
+    try:
+        from edge_agent.pipeline import Pipeline
+    except ImportError as exc:
+        return {"skipped": f"edge_agent.pipeline is not available ({exc})"}
+    from edge_agent.settings import load_settings
+
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "bench.toml"
+        empty.write_text("", encoding="utf-8")
+        settings = load_settings(empty, overrides_for(cfg, uri, endpoint))
+    pipe = Pipeline.from_settings(settings)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, EMOTION_TOPIC_PREFIX.encode())
+    sub.setsockopt(zmq.RCVHWM, 100000)
+    latencies: list[float] = []
+    faces: list[int] = []
+    try:
+        pipe.warm_up()
+        sub.connect(endpoint)
+        pipe.start()
+        t_start = time.monotonic()
+        t_count = t_start + SETTLE_S
+        t_end = t_count + seconds
+        counted = 0
+        while (now := time.monotonic()) < t_end:
+            if not sub.poll(int(max(1, (t_end - now) * 1000))):
+                continue
+            topic, payload = sub.recv_multipart()
+            if time.monotonic() < t_count:
+                continue
+            msg = decode(topic, payload)
+            if isinstance(msg, EmotionMessage):
+                counted += 1
+                latencies.append(msg.latency_ms / 1000.0)
+                faces.append(len(msg.faces))
+            health = pipe.health()
+            if health.error is not None:
+                raise RuntimeError(f"the pipeline failed during the benchmark: {health.error}")
+        elapsed = time.monotonic() - t_count
+    finally:
+        pipe.stop()
+        sub.close(linger=0)
+    if counted == 0:
+        return {"skipped": "no emotion message arrived from the daemon"}
+    return {
+        "fps": round(counted / elapsed, 3),
+        "messages": counted,
+        "seconds": round(elapsed, 3),
+        "latency_ms": percentiles_ms(latencies),
+        "faces_per_frame": round(sum(faces) / len(faces), 3),
+        "source": uri,
+    }
