@@ -37,7 +37,7 @@ BOX_COLUMNS = ("minX", "minY", "maxX", "maxY")
 CROP_FALLBACK_SIZE = 160
 
 
-class EvalDataError(ValueError):
+class EvalDataError(RuntimeError):
     """The evaluation data (CSV, folders, labels) is malformed; the message says what and where."""
 
 

@@ -98,3 +98,22 @@ def test_pred_file_round_trip_and_errors(tmp_path: Path) -> None:
         read_pred_file(p)
     with pytest.raises(WiderError, match="not found"):
         load_ground_truth(tmp_path / "nope")
+
+
+def test_cli_eval_wider_with_pred_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from edge_agent.bench.cli import main
+
+    gt_dir, pred_dir, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    gt_dir.mkdir()
+    _write_gt(gt_dir)
+    _write_preds(pred_dir)
+    assert main(["--json", "eval", "wider", "--gt", str(gt_dir), "--pred-dir", str(pred_dir), "--name", "toy",
+                 "--out-dir", str(out)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"]["easy_ap"] == pytest.approx(1 / 3)
+    assert data["summary"]["hard_ap"] == pytest.approx(0.5)
+    assert data["summary"]["hard_faces"] == 4
+    for png in data["plots"]:
+        assert (out / png).stat().st_size > 1000
