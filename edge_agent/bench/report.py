@@ -53,8 +53,9 @@ def stage_table(summary: dict[str, Any], title: str = "") -> str:
     pipe = summary.get("pipelined")
     if pipe and pipe.get("fps"):
         lat = {k: pipe.get("latency_ms", {}).get(k, float("nan")) for k in ("p50", "p95", "p99")}
-        rows.append(f"pipelined daemon: {pipe['fps']:.2f} fps, capture->publish p50 {lat['p50']:.1f} ms "
-                    f"p95 {lat['p95']:.1f} ms p99 {lat['p99']:.1f} ms")
+        rows.append(f"pipelined daemon: {pipe['fps']:.2f} fps (pace=fast); capture->publish at pace="
+                    f"{pipe.get('latency_pace', '?')}: p50 {lat['p50']:.1f} ms p95 {lat['p95']:.1f} ms "
+                    f"p99 {lat['p99']:.1f} ms")
     elif pipe:
         rows.append(f"pipelined daemon: not measured ({pipe.get('skipped', 'unknown reason')})")
     eff = summary.get("efficiency")

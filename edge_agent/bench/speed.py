@@ -21,7 +21,8 @@ import zmq
 from edge_agent.bench.inputs import FrameSet
 from edge_agent.bench.runner import FrameProcessor
 from edge_agent.frames import Detections, Expressions
-from edge_agent.messages import EmotionMessage, FaceMessage, emotion_topic, encode
+from edge_agent.messages import EmotionMessage, emotion_topic, encode
+from edge_agent.pipeline import face_messages
 from edge_agent.stats import percentiles_ms
 
 log = logging.getLogger(__name__)
@@ -32,19 +33,10 @@ STAGES = ("capture", "preprocess", "detector", "decode", "crop", "classifier", "
 
 def build_message(seq: int, *, size: tuple[int, int], dets: Detections, exprs: Expressions, backend: str,
                   t_capture_wall: float, latency_s: float) -> EmotionMessage:
-    faces = []
-    for i in range(len(dets)):
-        label, conf = exprs.top(i)
-        probs = {lab: float(np.clip(p, 0.0, 1.0)) for lab, p in zip(exprs.labels, exprs.probs[i].tolist(),
-                                                                     strict=True)}
-        x1, y1, x2, y2 = (float(v) for v in dets.boxes[i])
-        lm = tuple((float(x), float(y)) for x, y in dets.landmarks[i].tolist())
-        faces.append(FaceMessage(box=(x1, y1, x2, y2), score=float(np.clip(dets.scores[i], 0, 1)),
-                                 landmarks=lm, label=label, confidence=float(np.clip(conf, 0, 1)),
-                                 probs=probs))
+    """The message the daemon would publish for this frame (same face encoding as the pipeline)."""
     return EmotionMessage(camera_id="bench", seq=seq, frame_id=seq, t_capture=t_capture_wall,
-                          t_publish=time.time(), latency_ms=max(0.0, latency_s * 1000.0), size=size,
-                          backend=backend, faces=faces)
+                          t_publish=time.time(), latency_ms=round(max(0.0, latency_s * 1000.0), 3), size=size,
+                          backend=backend, faces=face_messages(dets, exprs))
 
 
 class InprocPublisher:
