@@ -382,13 +382,11 @@ class HailoBackend:
 
     def _run_chunk(self, frames: np.ndarray, outs: dict[str, Tensor], start: int, stop: int) -> None:
         cfg = self._configured
-        bindings = [
-            cfg.create_bindings(
-                input_buffers={self._in_name: frames[i]},
-                output_buffers={name: outs[name][i] for name in self._out_shapes},
-            )
-            for i in range(start, stop)
-        ]
+        bindings = []
+        for i in range(start, stop):
+            b = cfg.create_bindings(output_buffers={name: outs[name][i] for name in self._out_shapes})
+            b.input(self._in_name).set_buffer(frames[i])
+            bindings.append(b)
         errors: list[BaseException] = []
 
         def on_done(completion_info: Any) -> None:

@@ -131,8 +131,10 @@ TINY_LABELS = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "s
 
 
 def _conv(name: str, x: str, out: str, cin: int, cout: int, k: int, stride: int,  # noqa: PLR0917
-          rng: np.random.Generator) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
-    wt = numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * 0.2).astype(np.float32), f"{name}_w")
+          rng: np.random.Generator, input_std: float = 1.0) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+    # Weights scaled so outputs have unit-ish spread whatever the input range: detections stay sane.
+    w_std = 1.0 / (input_std * np.sqrt(cin * k * k))
+    wt = numpy_helper.from_array((rng.standard_normal((cout, cin, k, k)) * w_std).astype(np.float32), f"{name}_w")
     b = numpy_helper.from_array((rng.standard_normal(cout) * 0.5).astype(np.float32), f"{name}_b")
     node = helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [out], name=name, kernel_shape=[k, k],
                             strides=[stride, stride])
@@ -161,7 +163,7 @@ def make_tiny_detector(out_dir: Path, hw: tuple[int, int] = (64, 96), seed: int 
         head = {"stride": stride}
         for kind, ch in (("cls", 4), ("box", 8), ("landmarks", 20)):
             name = f"{kind}_{stride}"
-            node, ws = _conv(f"conv_{name}", "image", name, 3, ch, stride, stride, rng)
+            node, ws = _conv(f"conv_{name}", "image", name, 3, ch, stride, stride, rng, input_std=70.0)
             nodes.append(node)
             inits += ws
             shape = [1, ch, h // stride, w // stride]
@@ -189,7 +191,7 @@ def make_tiny_detector(out_dir: Path, hw: tuple[int, int] = (64, 96), seed: int 
 def make_tiny_classifier(out_dir: Path, size: int = 32, seed: int = 1) -> Path:
     """A 7-class classifier: strided conv -> global average pool -> flatten -> gemm; dynamic batch, RGB input."""
     rng = np.random.default_rng(seed)
-    conv, ws = _conv("conv1", "input", "c1", 3, 16, 4, 4, rng)
+    conv, ws = _conv("conv1", "input", "c1", 3, 16, 4, 4, rng, input_std=1.0)
     fc_w = numpy_helper.from_array((rng.standard_normal((16, 7)) * 0.5).astype(np.float32), "fc_w")
     fc_b = numpy_helper.from_array(np.zeros(7, np.float32), "fc_b")
     nodes = [

@@ -349,3 +349,78 @@ def test_quant_range_includes_zero_and_covers_the_range() -> None:
     assert (0 - zp) * scale == pytest.approx(-1.0, abs=scale)
     assert (255 - zp) * scale == pytest.approx(3.0, abs=scale)
     assert quant_from_range(2.0, 5.0)[1] == 0.0  # range widened to include 0
+
+
+# ------------------------------------------------------------------------------- through the Engine
+
+
+def _settings(arts: dict[str, Any], kind: str, **hailo: Any) -> Any:
+    from edge_agent.settings import Settings
+
+    return Settings(
+        backend={"kind": kind, "hailo": hailo},
+        detector={"model": arts["det_onnx"], "hailo_model": arts["det"], "score_threshold": 0.5},
+        classifier={"model": arts["cls_onnx"], "hailo_model": arts["cls"]},
+    )
+
+
+def test_engine_on_hailo_matches_engine_on_onnx(fake_hailo: ModuleType, arts: dict[str, Any],
+                                                tmp_path: Path) -> None:
+    from edge_agent.engine import build_engine
+    from edge_agent.vision.crop import crop_faces
+
+    frame = np.ascontiguousarray(np.repeat(np.repeat(arts["frames"][1], 2, axis=0), 2, axis=1))  # 128x192
+    onnx_engine = build_engine(_settings(arts, "onnx"))
+    try:
+        assert onnx_engine.backend_kind == "onnx"
+        d_onnx = onnx_engine.detector.detect(frame)
+        e_onnx = onnx_engine.classifier.classify(frame, d_onnx)
+    finally:
+        onnx_engine.close()
+    # Calibrate the classifier HEF on crops made the daemon's way (as build/calibration.py does): noise crops
+    # would give too narrow output ranges and clip the logits of real crops.
+    crops = crop_faces(frame, d_onnx, (32, 32), margin=0.2)
+    arts_cal = {**arts, "cls": fh.write_fake_hef(arts["cls_onnx"], tmp_path / "cls_cal", crops)}
+    engine = build_engine(_settings(arts_cal, "hailo"))
+    try:
+        assert engine.backend_kind == "hailo"
+        engine.warm_up()
+        d_hailo = engine.detector.detect(frame)
+        e_hailo = engine.classifier.classify(frame, d_onnx)  # same faces: isolates the classifier
+    finally:
+        engine.close()
+    # Random weights: many weak, overlapping candidates; quantisation may reorder near-ties. Every confident
+    # ONNX face must have a Hailo twin.
+    confident = d_onnx.boxes[d_onnx.scores >= 0.7]
+    assert len(confident) > 0
+    for box in confident:
+        assert max(_iou(box, other) for other in d_hailo.boxes) >= 0.7, (box, d_hailo.boxes)
+    assert e_hailo.labels == e_onnx.labels
+    assert np.abs(e_hailo.probs - e_onnx.probs).max() < 0.02
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def test_engine_auto_takes_hailo_when_the_device_opens_and_onnx_when_busy(
+    fake_hailo: ModuleType, arts: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_agent.engine import build_engine
+
+    engine = build_engine(_settings(arts, "auto"))
+    try:
+        assert engine.backend_kind == "hailo" and "HAILO8" in engine.backend_reason
+    finally:
+        engine.close()
+    monkeypatch.setenv("FAKE_HAILO_FAULTS", "device_busy")
+    engine = build_engine(_settings(arts, "auto"))
+    try:
+        assert engine.backend_kind == "onnx" and "held by another process" in engine.backend_reason
+    finally:
+        engine.close()
+    with pytest.raises(BackendError, match="held by another process"):
+        build_engine(_settings(arts, "hailo"))  # configured hailo never falls back
