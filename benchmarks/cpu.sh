@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The CPU benchmark runs behind benchmarks/results (see docs/bench.md). Usage: [NOTE="..."] benchmarks/cpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH=(.venv/bin/python -m edge_agent.bench.cli)
+NOTE="${NOTE:-}"
+DET=models/detector/retinaface-mnet025
+CLS=models/classifier/mnv3s-facex7
+ACW=models/detector/acwface-dcn
+
+"${BENCH[@]}" --note "$NOTE" --detector "$DET" --classifier "$CLS" --threads 1
+"${BENCH[@]}" --note "$NOTE" --detector "$DET" --classifier "$CLS" --threads 2
+"${BENCH[@]}" --note "$NOTE" --detector "$DET" --classifier "$CLS" --threads 1 --source synthetic:4 --repeat 100
+"${BENCH[@]}" --note "$NOTE" --detector "$DET" --classifier "$CLS" --threads 1 --repeat 100 \
+    --compare "pipeline=edge" "pipeline=reference"
+if [[ -f "$ACW/manifest.json" ]]; then
+    "${BENCH[@]}" --note "$NOTE" --detector "$ACW" --classifier "$CLS" --threads 1
+    "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --repeat 100 \
+        --compare "detector=$ACW" "detector=$DET"
+fi
+"${BENCH[@]}" report
