@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 FALLBACK_FILE_FPS = 25.0
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# OpenCV's V4L2 backend ignores CAP_PROP_READ_TIMEOUT_MSEC; its wait for a frame is select() with this many
+# whole seconds (default 10), read once per process at the first frame grab.
+V4L_SELECT_TIMEOUT_ENV = "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"
 
 
 class VideoCaptureLike(Protocol):
@@ -129,8 +132,13 @@ class OpenCvCapture:
             os.environ[FFMPEG_OPTIONS_ENV] = ffmpeg_capture_options(s)
             cap = self._factory(spec.target, cv2.CAP_FFMPEG, self._timeouts())
         elif spec.kind in ("device", "v4l2"):
-            api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
-            cap = self._factory(spec.target, api, self._timeouts())
+            if sys.platform.startswith("linux"):
+                api = cv2.CAP_V4L2
+                # V4L2 takes no timeout parameters at open; its read timeout comes from the environment.
+                os.environ.setdefault(V4L_SELECT_TIMEOUT_ENV, str(max(1, math.ceil(s.read_timeout_s))))
+                cap = self._factory(spec.target, api, [])
+            else:
+                cap = self._factory(spec.target, cv2.CAP_ANY, self._timeouts())
         else:
             cap = self._factory(spec.target, cv2.CAP_ANY, [])
         if not cap.isOpened():

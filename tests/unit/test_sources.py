@@ -19,7 +19,7 @@ from edge_agent.errors import SourceError
 from edge_agent.frames import Frame
 from edge_agent.settings import SourceSettings
 from edge_agent.sources import FrameSource, OpenCvCapture, classify, open_source, resolve
-from edge_agent.sources.capture import FFMPEG_OPTIONS_ENV, ffmpeg_capture_options
+from edge_agent.sources.capture import FFMPEG_OPTIONS_ENV, V4L_SELECT_TIMEOUT_ENV, ffmpeg_capture_options
 from edge_agent.sources.frame_queue import DropOldestQueue
 from edge_agent.sources.threaded import backoff_delays
 from edge_agent.sources.uri import SourceSpec
@@ -249,7 +249,8 @@ class FakeVideoCapture:
         self.opened = False
 
 
-def test_camera_requests_size_fps_and_mjpg_with_timeouts() -> None:
+def test_camera_requests_size_fps_and_mjpg_with_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(V4L_SELECT_TIMEOUT_ENV, raising=False)
     cam = FakeCamera()
     settings = SourceSettings(uri="0", width=1280, height=720, fps=30, fourcc="MJPG",
                               open_timeout_s=3, read_timeout_s=2)
@@ -257,7 +258,11 @@ def test_camera_requests_size_fps_and_mjpg_with_timeouts() -> None:
     src.close()
     target, api, params = cam.opens[0]
     assert target == 0 and api == cv2.CAP_V4L2
-    assert params == [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 3000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 2000]
+    # V4L2 accepts no timeout parameters at open; its frame wait is bounded through the environment instead
+    assert params == []
+    import os
+
+    assert os.environ[V4L_SELECT_TIMEOUT_ENV] == "2"
     props = [p for p, _ in cam.sets]
     assert props.index(cv2.CAP_PROP_FOURCC) < props.index(cv2.CAP_PROP_FRAME_WIDTH)
     assert (cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG")) in cam.sets
@@ -271,6 +276,7 @@ def test_rtsp_sets_ffmpeg_options_before_opening(monkeypatch: pytest.MonkeyPatch
     src = open_source(SourceSettings(uri="rtsp://cam.local/stream", rtsp_transport="tcp"), factory=cam.factory)
     src.close()
     assert cam.opens[0][1] == cv2.CAP_FFMPEG
+    assert cam.opens[0][2] == [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
     assert cam.env_at_open[0] is not None and "rtsp_transport;tcp" in cam.env_at_open[0]
 
 
