@@ -220,6 +220,26 @@ def test_second_vdevice_in_the_process_is_refused_like_hailort(fake_hailo: Modul
     HailoDevice.open(HailoSettings()).close()  # released: opens again
 
 
+def test_device_held_by_another_real_process(fake_hailo: ModuleType) -> None:
+    import os
+    import subprocess
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, hailo_platform as hp; vd = hp.VDevice(hp.VDevice.create_params()); "
+                               "print('ready', flush=True); sys.stdin.read()"],
+        env={**os.environ, "PYTHONPATH": str(FAKES)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(BackendError, match="held by another process"):
+            HailoDevice.open(HailoSettings())
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    HailoDevice.open(HailoSettings()).close()  # the other process is gone: the device opens
+
+
 def test_no_device(fake_hailo: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_HAILO_FAULTS", "no_device")
     with pytest.raises(BackendError, match="no Hailo device found"):
