@@ -121,7 +121,7 @@ def _bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> bool:
             left += v
     ax.set_yticks(range(len(rows)), [n for n, _ in rows], fontsize=7)
     ax.set_xlabel("p50 ms per frame (sequential stages)")
-    ax.legend(fontsize=7, ncols=3, loc="lower right")
+    ax.legend(fontsize=7, ncols=6, loc="upper center", bbox_to_anchor=(0.5, -0.45 if len(rows) < 3 else -0.12))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -167,7 +167,22 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
         if _bar_chart(png, chart_rows):
             lines += ["", f"![stage p50 per configuration]({png.name})"]
         lines.append("")
+    compares = {k: v for k, v in latest_other.items() if k.startswith("compare:")}
+    if compares:
+        lines += ["## A/B comparisons (interleaved in one run; ratio = A / B)", "",
+                  "| A | B | source | total p50 A/B | total p95 A/B | detector p50 A/B | seq. fps A/B | A fps | "
+                  "B fps | file |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for _key, (p, d) in sorted(compares.items()):
+            r = d["ratio_a_over_b"]
+            tot, det = r["stages_ms"].get("total", {}), r["stages_ms"].get("detector", {})
+            lines.append(f"| `{d['specs']['A']}` | `{d['specs']['B']}` | {d['source']['name']} | {tot.get('p50')} | "
+                         f"{tot.get('p95')} | {det.get('p50')} | {r['fps_sequential']} | "
+                         f"{d['results']['A']['fps_sequential']:.2f} | {d['results']['B']['fps_sequential']:.2f} | "
+                         f"`{p.name}` |")
+        lines.append("")
     for key, (p, d) in sorted(latest_other.items()):
+        if key in compares:
+            continue
         lines += [f"## {key}", "", f"File `{p.name}`, {d.get('created', '')}.", ""]
         summ = d.get("summary", {})
         if summ:

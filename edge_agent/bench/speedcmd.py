@@ -111,6 +111,16 @@ def _header(args: argparse.Namespace, frames: FrameSet) -> dict[str, Any]:
     }
 
 
+def source_tag(source: str) -> str:
+    """Short name of a source for result names: the file/folder name, sample name, synthetic4, camera0."""
+    if source.startswith(("sample:", "synthetic:")):
+        kind, _, rest = source.partition(":")
+        return rest if kind == "sample" else f"synthetic{rest}"
+    if source.isdigit():
+        return f"camera{source}"
+    return Path(source).name or source
+
+
 def _device(cfg: BenchConfig) -> str:
     return "hailo8" if cfg.backend == "hailo" else cpu_model()
 
@@ -143,7 +153,7 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             proc_a.close()
             proc_b.close()
         ratio = ratios(summ_a, summ_b)
-        name = f"compare_{cfg_a.name()}_vs_{cfg_b.name()}"
+        name = f"compare_{cfg_a.name()}_vs_{cfg_b.name()}@{source_tag(source)}"
         data = {**_header(args, frames), "kind": "compare", "config_name": name,
                 "block": args.block, "specs": {"A": args.compare[0], "B": args.compare[1]},
                 "configs": {"A": cfg_a.to_dict(), "B": cfg_b.to_dict()},
@@ -170,9 +180,10 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             summary["efficiency"] = efficiency(proc, frames, summary)
         finally:
             proc.close()
-    data = {**_header(args, frames), "kind": "speed", "config_name": base.name(), "config": base.to_dict(),
+    name = f"{base.name()}@{source_tag(source)}"
+    data = {**_header(args, frames), "kind": "speed", "config_name": name, "config": base.to_dict(),
             "result": summary}
-    path = write_result(data, out_dir, _device(base), ort.__version__, base.name())
+    path = write_result(data, out_dir, _device(base), ort.__version__, name)
     data["result_file"] = str(path)
     return data, stage_table(summary, f"{base.name()} on {frames.source} ({frames.size[0]}x{frames.size[1]})") + \
         f"\nwrote {path}"
