@@ -309,7 +309,10 @@ class HailoBackend:
         try:
             self._cm = self._model.configure()
             self._configured = self._cm.__enter__()
-            self._queue = max(1, int(self._configured.get_async_queue_size()))
+            queue_size = getattr(self._configured, "get_async_queue_size", None)
+            if queue_size is None:  # not in every 4.x binding: one frame per job is always accepted
+                log.info("%s: this HailoRT has no get_async_queue_size(); submitting one frame per job", m.model_id)
+            self._queue = max(1, int(queue_size())) if queue_size is not None else 1
         except Exception as exc:
             self._cm = self._configured = None
             if "HAILO_HEF_NOT_COMPATIBLE_WITH_DEVICE" in status_names(exc):
