@@ -140,7 +140,7 @@ def load_calib(calib_dir: Path, task: str, hw: tuple[int, int]) -> np.ndarray:
     if data.dtype != np.uint8 or data.ndim != 4 or tuple(data.shape[1:3]) != hw or data.shape[3] != 3:
         raise ValueError(f"{path}: expected uint8 (N, {hw[0]}, {hw[1]}, 3), got {data.dtype} {data.shape}")
     if len(data) < MIN_CALIB:
-        log.warning("%s has %d samples; Hailo recommends at least %d", path, len(data), MIN_CALIB)
+        log.warning("%s has %d samples; the recipe calibrates on at least %d", path, len(data), MIN_CALIB)
     return data
 
 
