@@ -123,7 +123,7 @@ def _bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> bool:
     ax.set_xlabel("p50 ms per frame (sequential stages)")
     ax.legend(fontsize=7, ncols=6, loc="upper center", bbox_to_anchor=(0.5, -0.45 if len(rows) < 3 else -0.12))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 
