@@ -38,6 +38,21 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "neon", "asimd",
+              "asimddp", "sve")
+
+
+def cpu_simd_flags() -> list[str]:
+    """The vector-ISA flags /proc/cpuinfo reports that matter for inference speed."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    m = re.search(r"^(flags|Features)\s*:\s*(.+)$", text, re.MULTILINE)
+    have = set(m.group(2).split()) if m else set()
+    return [f for f in SIMD_FLAGS if f in have]
+
+
 def runtime_versions() -> dict[str, str]:
     import cv2
     import onnxruntime as ort
@@ -64,6 +79,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cores": os.cpu_count() or 1,
         "arch": platform.machine(),
+        "simd": cpu_simd_flags(),
         "os": f"{platform.system()} {platform.release()}",
         "load_avg_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "versions": runtime_versions(),
