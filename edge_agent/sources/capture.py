@@ -9,7 +9,8 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,6 +98,20 @@ def ffmpeg_capture_options(settings: SourceSettings) -> str:
     return "|".join(opts)
 
 
+@contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the duration of the block, then restore its previous state."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 class OpenCvCapture:
     """A camera index, V4L2 node, network stream or video file through ``cv2.VideoCapture``."""
 
@@ -128,9 +143,10 @@ class OpenCvCapture:
         self.close()
         spec, s = self.spec, self._settings
         if spec.kind == "stream":
-            # Read by the FFmpeg backend when the capture is created, so it must be set before opening.
-            os.environ[FFMPEG_OPTIONS_ENV] = ffmpeg_capture_options(s)
-            cap = self._factory(spec.target, cv2.CAP_FFMPEG, self._timeouts())
+            # Read by the FFmpeg backend when the capture is created, so it must be set before opening; it is
+            # process-wide, so it is restored right after (these flags would break decoding of video files).
+            with _environ(FFMPEG_OPTIONS_ENV, ffmpeg_capture_options(s)):
+                cap = self._factory(spec.target, cv2.CAP_FFMPEG, self._timeouts())
         elif spec.kind in ("device", "v4l2"):
             if sys.platform.startswith("linux"):
                 api = cv2.CAP_V4L2

@@ -278,6 +278,10 @@ def test_rtsp_sets_ffmpeg_options_before_opening(monkeypatch: pytest.MonkeyPatch
     assert cam.opens[0][1] == cv2.CAP_FFMPEG
     assert cam.opens[0][2] == [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
     assert cam.env_at_open[0] is not None and "rtsp_transport;tcp" in cam.env_at_open[0]
+    # process-wide and harmful to file decoding: restored once the stream is open
+    import os
+
+    assert FFMPEG_OPTIONS_ENV not in os.environ
 
 
 def test_camera_absent_at_start_is_a_source_error() -> None:
