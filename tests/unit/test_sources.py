@@ -337,3 +337,18 @@ def test_live_source_reads_raise_after_capture_thread_crash() -> None:
     finally:
         src.close()
     assert src.state == "failed"
+
+
+@pytest.mark.hardware
+def test_real_camera_delivers_frames() -> None:
+    device = Path("/dev/video0")
+    if not device.exists():
+        pytest.skip("no camera: /dev/video0 does not exist")
+    src = open_source(SourceSettings(uri=str(device), width=640, height=480), queue_size=2)
+    try:
+        frames = [src.read(timeout=5.0) for _ in range(10)]
+    finally:
+        src.close()
+    got = [f for f in frames if f is not None]
+    assert len(got) >= 5 and all(f.image.ndim == 3 and f.image.shape[2] == 3 for f in got)
+    assert all(b.seq > a.seq for a, b in itertools.pairwise(got))
