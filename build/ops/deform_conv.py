@@ -194,7 +194,7 @@ def deform_conv2d(  # noqa: PLR0917 -- mirrors torchvision's signature
     s, p, d = _pair(stride), _pair(padding), _pair(dilation)
     if torch.onnx.is_in_onnx_export():
         kh, kw = int(weight.shape[2]), int(weight.shape[3])
-        oh, ow = output_size((int(x.shape[2]), int(x.shape[3])), (kh, kw), s, p, d)
+        oh, ow = output_size((x.shape[2], x.shape[3]), (kh, kw), s, p, d)  # SymInts stay symbolic (dynamic H/W)
         return torch.onnx.ops.symbolic(
             "DeformConv",
             (x, weight, offset, bias, mask),
