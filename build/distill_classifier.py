@@ -66,7 +66,7 @@ class DistillConfig:
     batch: int = 48
     lr: float = 2e-3
     weight_decay: float = 0.02
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     temperature: float = 2.0
     w_kl: float = 0.7
     w_ce: float = 0.3
@@ -163,6 +163,7 @@ def histogram(probs: npt.NDArray[np.float32]) -> dict[str, int]:
 def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str, Any]:
     seed_everything(cfg.seed)
     torch.set_num_threads(threads)
+    cv2.setNumThreads(1)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     root, records = harvest(HarvestConfig(), verbose=verbose)
@@ -186,7 +187,7 @@ def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str,
     w = np.array([1.0 / cls_count[c] ** cfg.balance_power for c in tr_arg], np.float64)
     w /= w.sum()
 
-    model = mobilenet_v3_small(len(FACEX_LABELS))
+    model = mobilenet_v3_small(len(FACEX_LABELS)).to(memory_format=torch.channels_last)  # ~1.7x faster on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -206,7 +207,8 @@ def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str,
             g["lr"] = cfg.lr * warmup_cosine(progress_steps, cfg.steps, cfg.warmup_steps)
         model.train()
         pick = rng.choice(tr_idx, size=cfg.batch, p=w)
-        x = batch_tensor([student_view(crops[i], rng, cfg, aug) for i in pick])
+        x = batch_tensor([student_view(crops[i], rng, cfg, aug) for i in pick]).contiguous(
+            memory_format=torch.channels_last)
         soft_p = torch.from_numpy(probs[pick])
         soft = tempered(soft_p, cfg.temperature)
         hard = F.one_hot(soft_p.argmax(1), len(FACEX_LABELS)).float()
@@ -255,8 +257,9 @@ def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str,
         "labelled_pyfeat_images": named,
         "history": history,
     }
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
     torch.save({"arch": "mobilenet_v3_small", "num_classes": len(FACEX_LABELS), "classes": list(FACEX_LABELS),
-                "input_size": 160, "state_dict": model.state_dict(), "distill": result}, out / "student.pt")
+                "input_size": 160, "state_dict": state, "distill": result}, out / "student.pt")
     (out / "distill_metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "classes.json").write_text(json.dumps(list(FACEX_LABELS)) + "\n", encoding="utf-8")
     log.info("done: %d steps in %.1f min; hold-out agreement %.4f (n=%d)", step, train_minutes,

