@@ -159,16 +159,16 @@ def augment(img: UInt8Image, rng: np.random.Generator, cfg: AugmentConfig) -> UI
         cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
         if 0 < cw <= w and 0 < ch <= h:
             x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            img = img[y0:y0 + ch, x0:x0 + cw]
+            img = np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw])
             break
     if rng.random() < cfg.hflip:
-        img = img[:, ::-1]
-    img = np.ascontiguousarray(img)
+        img = np.ascontiguousarray(img[:, ::-1])
     if cfg.rotate_deg > 0:
         ang = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
         hh, ww = img.shape[:2]
         m = cv2.getRotationMatrix2D((ww / 2, hh / 2), ang, 1.0)
-        img = cv2.warpAffine(img, m, (ww, hh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        img = np.asarray(cv2.warpAffine(img, m, (ww, hh), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REFLECT101), np.uint8)
     f = img.astype(np.float32)
     f *= rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
     mean = f.mean()

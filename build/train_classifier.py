@@ -308,8 +308,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     mix_rng = np.random.default_rng(a.seed)
     sampler = None
     if a.oversample:
-        w = [1.0 / counts[t] for t in train_ds.targets()]
-        sampler = WeightedRandomSampler(w, num_samples=len(train_ds), replacement=True, generator=gen)
+        sample_w = [1.0 / counts[t] for t in train_ds.targets()]
+        sampler = WeightedRandomSampler(sample_w, num_samples=len(train_ds), replacement=True, generator=gen)
     loader_kw: dict[str, Any] = {"batch_size": a.batch, "num_workers": a.workers, "pin_memory": use_amp,
                                  "persistent_workers": a.workers > 0}
     train_dl = DataLoader(train_ds, shuffle=sampler is None, sampler=sampler, generator=gen, drop_last=False,
@@ -355,7 +355,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 logits = model(x)
             loss = soft_target_loss(logits, target, weights, a.focal_gamma)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.step(opt)
             scaler.update()
             sched.step()
@@ -390,10 +390,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     tm = {**classification_metrics(tt, tp, classes), "best_epoch": ckpt["epoch"]}
     write_json(out / "test_metrics.json", tm)
     with (out / "test_preds.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "true", "pred"])
+        writer = csv.writer(f)
+        writer.writerow(["path", "true", "pred"])
         for s, t, p in zip(test_ds.samples, tt, tp, strict=True):
-            w.writerow([s.display_path, classes[t], classes[p]])
+            writer.writerow([s.display_path, classes[t], classes[p]])
     log.info("best epoch %d: val macro-F1 %.4f; test top1 %.4f macro-F1 %.4f (%s)", ckpt["epoch"],
              ckpt["val_metrics"]["macro_f1"], tm["top1"], tm["macro_f1"], out)
     return tm

@@ -98,7 +98,7 @@ class SqueezeExcitation(nn.Module):
         self.scale_activation = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        s: torch.Tensor = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
         return x * s
 
 
