@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from build.detector_data import Sample, hflip, parse_label_file, to_targets, train_augment
-from build.losses import encode_boxes, encode_landmarks, match, multibox_loss, point_form
+from build.losses import match, multibox_loss, point_form
 from build.nets.retinaface import decode_boxes, prior_boxes
 from build.train_detector import nms
 
@@ -69,7 +69,7 @@ def test_train_augment_moves_landmarks_with_their_box() -> None:
         assert len(s) == 1  # crops always keep the face centre
         box, nose_x = s.boxes[0], s.landmarks[0, 4]
         assert (box >= 0).all() and (box <= 160).all() and box[2] > box[0]
-        if 0 < box[0] and box[2] < 160:  # box not clipped by the crop: the nose keeps its relative position
+        if box[0] > 0 and box[2] < 160:  # box not clipped by the crop: the nose keeps its relative position
             np.testing.assert_allclose((nose_x - box[0]) / (box[2] - box[0]), rel, atol=0.02)
         t = to_targets(s)
         assert t.shape == (len(s), 15) and (t[:, :4] <= 1).all()
@@ -78,7 +78,7 @@ def test_train_augment_moves_landmarks_with_their_box() -> None:
 def test_match_encodes_targets_that_decode_back() -> None:
     priors = prior_boxes(160, 160)
     target = torch.tensor([[0.2, 0.2, 0.45, 0.5, *([0.3, 0.3] * 5), 1.0]])
-    loc, conf, landm = match(target, priors, (0.1, 0.2))
+    loc, conf, _landm = match(target, priors, (0.1, 0.2))
     pos = conf > 0
     assert pos.any()
     decoded = decode_boxes(loc[pos], priors[pos], (0.1, 0.2))
