@@ -79,10 +79,32 @@ def export_onnx(
             if not dim.dim_param:
                 raise ExportError(f"{value.name} axis {axis} is static ({dim.dim_value}); cannot name it {name!r}")
             dim.dim_param = name
+    strip_debug_metadata(model)
     onnx.checker.check_model(model, full_check=True)
     onnx.save_model(model, str(path), save_as_external_data=False)
     log.info("wrote %s (%d bytes, opset %d)", path, path.stat().st_size, opset)
     return model
+
+
+def strip_debug_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's debug metadata (per-node stack traces with absolute paths and line numbers, FX node
+    text, module class paths; graph-level torch.export signature and range constraints, whose text order
+    depends on PYTHONHASHSEED) and doc strings, so the shipped file is reproducible and leaks no build paths."""
+    graphs: list[onnx.GraphProto | onnx.FunctionProto] = [model.graph, *model.functions]
+    while graphs:
+        g = graphs.pop()
+        for node in g.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for a in node.attribute:
+                if a.HasField("g"):
+                    graphs.append(a.g)
+                graphs.extend(a.graphs)
+        if isinstance(g, onnx.GraphProto):
+            g.doc_string = ""
+            del g.metadata_props[:]  # torch.export signature/range constraints, printed in hash-seed order
+            for v in [*g.input, *g.output, *g.value_info]:
+                del v.metadata_props[:]
 
 
 def _tensor_info(value: onnx.ValueInfoProto, layout: str | None) -> TensorInfo:

@@ -295,7 +295,7 @@ def model_card(r: ExportReport, cfg_desc: str) -> str:
     if form == "decoded":
         form_text = ("Decoded form: `loc`/`conf`/`landmarks` concatenated over the three levels in prior-box order "
                      "(level, row, column, anchor); `conf` is already softmaxed. Input height/width are dynamic "
-                     "multiples of 32 (default 640x640).")
+                     "multiples of 32 (default 640x640); the export's shape range is 64..4096 per side.")
     else:
         form_text = ("Raw-heads form (Hailo deploy): fixed 1x3x384x640 input; outputs are the raw 1x1 head convs per "
                      "stride in NCHW, no permute/reshape/concat/softmax in the graph. The host permutes each to NHWC, "
