@@ -111,6 +111,7 @@ class StatusMessage(_Wire):
     publish_drops: int = Field(ge=0, description="messages the publisher could not hand to ZeroMQ")
     latency_ms: dict[str, LatencyPercentiles] = Field(
         description="per-stage percentiles over the last samples: " + ", ".join(STAGES)
+        + " (crop and classifier: frames with at least one face only)"
     )
 
 

@@ -47,6 +47,7 @@ _POLL_S: Final = 0.1  # every blocking wait in a stage thread is bounded by this
 _RESULT_QUEUE_SIZE: Final = 4
 _END: Final = object()  # end-of-source marker on the result queue
 FLUSH_ON_END_S: Final = 1.0  # on a natural end, give queued messages this long to leave the socket
+_FACE_STAGES: Final = frozenset({"crop", "classifier"})  # sampled only for frames with at least one face
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,10 @@ class Pipeline:
         )
         self.publisher.send(self._emotion_topic, encode(msg))
         t1 = time.monotonic()
+        has_faces = len(r.detections) > 0
         for stage, seconds in r.times.items():
-            self._latency.add(stage, seconds)
+            if has_faces or stage not in _FACE_STAGES:  # no crop/classifier work without a face
+                self._latency.add(stage, seconds)
         self._latency.add("publish", t1 - t0)
         self._latency.add("end_to_end", t1 - frame.t_capture)
         self._rate_out.tick(t1)
