@@ -64,7 +64,8 @@ class Notifier:
             return False
         payload = "\n".join(assignments).encode()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # non-blocking: a full receive queue (a stalled manager) must never stall the daemon's main loop
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
                 sock.sendto(payload, self.address)
         except OSError as exc:
             if not self._warned:  # once: a gone manager would otherwise flood the log at the ping rate

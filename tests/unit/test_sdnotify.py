@@ -120,3 +120,12 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "0")
     with pytest.raises(ValueError, match="positive"):
         watchdog_interval()
+
+
+def test_full_receive_queue_never_blocks(path_socket: tuple[socket.socket, str]) -> None:
+    _, addr = path_socket  # nobody reads: the kernel queue fills after a few datagrams
+    n = Notifier(addr)
+    t0 = time.monotonic()
+    results = [n.watchdog() for _ in range(500)]
+    assert time.monotonic() - t0 < 2.0
+    assert results[0] is True and results[-1] is False
