@@ -1,0 +1,202 @@
+"""The real daemon as a subprocess under a stand-in service manager.
+
+``python -m edge_agent run`` with NOTIFY_SOCKET pointed at a test datagram socket, WATCHDOG_USEC set and an ipc://
+publisher endpoint read by a real ZeroMQ SUB: READY after warm-up, WATCHDOG pings while a looping video plays,
+SIGHUP applying a changed config file, STOPPING and exit 0 on SIGTERM within 2 s; ``--once`` ending with exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 120.0  # model load + warm-up on a busy 2-core box
+
+pytestmark = pytest.mark.slow
+
+
+class NotifyListener:
+    """An abstract-namespace AF_UNIX datagram socket collecting sd_notify messages with their arrival time."""
+
+    def __init__(self) -> None:
+        self.name = f"@edge-agent-it-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(b"\0" + self.name[1:].encode())
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._done.is_set():
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            with self._lock:
+                self.messages.append((time.monotonic(), data))
+
+    def snapshot(self) -> list[tuple[float, str]]:
+        with self._lock:
+            return list(self.messages)
+
+    def wait_for(self, prefix: str, after: float, timeout: float, proc: subprocess.Popen[bytes]) -> float:
+        """Arrival time of the first message starting with ``prefix`` that arrived after ``after``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, m in self.snapshot():
+                if t > after and m.startswith(prefix):
+                    return t
+            if proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {proc.returncode} before {prefix!r}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {prefix!r} within {timeout} s; got {[m for _, m in self.snapshot()]}")
+
+    def count(self, text: str, start: float, end: float) -> int:
+        return sum(1 for t, m in self.snapshot() if start < t <= end and m == text)
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def notify() -> Iterator[NotifyListener]:
+    lst = NotifyListener()
+    yield lst
+    lst.close()
+
+
+def _write_config(path: Path, endpoint: str, score_threshold: float) -> None:
+    path.write_text(
+        "[backend]\nkind = \"onnx\"\n"
+        f"[detector]\nscore_threshold = {score_threshold}\n"
+        f"[publisher]\nendpoint = \"{endpoint}\"\n"
+        "[source]\nloop = true\n"
+        "[logging]\nformat = \"plain\"\nlevel = \"INFO\"\n",
+        encoding="utf-8",
+    )
+
+
+def _spawn(args: list[str], notify: NotifyListener, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") and k != "JOURNAL_STREAM"}
+    env.update(NOTIFY_SOCKET=notify.name, WATCHDOG_USEC="2000000", PYTHONPATH=str(REPO))
+    env.pop("WATCHDOG_PID", None)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "edge_agent", "run", *args], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def _recv_messages(sub: zmq.Socket[bytes], duration: float) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if sub.poll(100):
+            topic, body = sub.recv_multipart()
+            assert topic == b"emotion.v1.cam0"
+            out.append(json.loads(body))
+    return out
+
+
+def _drain(sub: zmq.Socket[bytes]) -> None:
+    while sub.poll(0):
+        sub.recv_multipart()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_ready_watchdog_reload_and_sigterm(
+    tmp_path: Path, notify: NotifyListener, asset: Callable[[str], Path]
+) -> None:
+    video = asset("single_face.mp4")
+    endpoint = f"ipc://{tmp_path}/pub.sock"
+    cfg = tmp_path / "config.toml"
+    _write_config(cfg, endpoint, 0.5)
+    log_path = tmp_path / "daemon.log"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"emotion.v1.")
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(endpoint)  # connects once the daemon binds, and again after a reload rebinds
+    t_spawn = time.monotonic()
+    proc = _spawn(["--config", str(cfg), "--source", str(video)], notify, log_path)
+    try:
+        t_ready = notify.wait_for("READY=1", t_spawn, READY_TIMEOUT_S, proc)
+
+        # frames flow: messages with the face, and watchdog pings (every ~1 s for WATCHDOG_USEC=2 s)
+        before = _recv_messages(sub, 3.5)
+        assert len(before) >= 10, f"only {len(before)} messages in 3.5 s"
+        assert sum(1 for m in before if m["faces"]) >= len(before) // 2
+        assert notify.count("WATCHDOG=1", t_ready, time.monotonic()) >= 2
+        assert any(m.startswith("STATUS=running") for _, m in notify.snapshot())
+
+        # SIGHUP with a threshold above every face score in this video (max 0.997): no faces from then on
+        _write_config(cfg, endpoint, 0.999)
+        t_hup = time.monotonic()
+        proc.send_signal(signal.SIGHUP)
+        t_reloading = notify.wait_for("RELOADING=1\nMONOTONIC_USEC=", t_hup, 10, proc)
+        t_ready2 = notify.wait_for("READY=1", t_reloading, READY_TIMEOUT_S, proc)
+        _drain(sub)  # what the old pipeline sent (it was closed before the new one started)
+        after = _recv_messages(sub, 3.0)
+        assert len(after) >= 5, f"only {len(after)} messages after the reload"
+        assert all(m["faces"] == [] for m in after)
+        assert min(m["seq"] for m in after) < max(m["seq"] for m in before)  # a new pipeline (seq restarted)
+        assert notify.count("WATCHDOG=1", t_ready2, time.monotonic()) >= 1
+        assert proc.poll() is None  # same process
+
+        # SIGTERM: STOPPING and exit 0 within 2 s
+        t_term = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        elapsed = time.monotonic() - t_term
+        log_text = log_path.read_text(errors="replace")
+        assert rc == 0, log_text
+        assert elapsed < 2.0, f"exit took {elapsed:.2f} s"
+        assert any(t > t_term and m.startswith("STOPPING=1") for t, m in notify.snapshot())
+        assert "reloaded: new configuration running" in log_text
+    finally:
+        _stop(proc)
+        sub.close()
+        ctx.term()
+
+
+def test_once_ends_with_exit_0_at_end_of_file(
+    tmp_path: Path, notify: NotifyListener, asset: Callable[[str], Path]
+) -> None:
+    video = asset("single_face.mp4")  # 72 frames, ~2.4 s at its native rate
+    cfg = tmp_path / "config.toml"
+    _write_config(cfg, f"ipc://{tmp_path}/pub.sock", 0.5)
+    log_path = tmp_path / "daemon.log"
+    t_spawn = time.monotonic()
+    proc = _spawn(["--config", str(cfg), "--source", str(video), "--once"], notify, log_path)
+    try:
+        rc = proc.wait(timeout=READY_TIMEOUT_S)
+        log_text = log_path.read_text(errors="replace")
+        assert rc == 0, log_text
+        msgs = [m for t, m in notify.snapshot() if t > t_spawn]
+        ready = next(i for i, m in enumerate(msgs) if m.startswith("READY=1"))
+        assert any(m.startswith("STOPPING=1") and "source ended" in m for m in msgs[ready:])
+        assert "source ended after" in log_text
+    finally:
+        _stop(proc)
