@@ -7,6 +7,7 @@ tests/unit/test_systemd_unit.py fails when the checked-in file differs from this
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import typing
 from pathlib import Path
@@ -62,10 +63,8 @@ def _toml(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, Path):
-        try:  # show the installed location, not this checkout's
+        with contextlib.suppress(ValueError):  # show the installed location, not this checkout's
             value = INSTALLED_MODELS_DIR / value.relative_to(default_models_dir())
-        except ValueError:
-            pass
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 
