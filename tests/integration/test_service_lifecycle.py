@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -200,3 +201,40 @@ def test_once_ends_with_exit_0_at_end_of_file(
         assert "source ended after" in log_text
     finally:
         _stop(proc)
+
+
+_MDWE_EXEC = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def _mdwe_supported() -> bool:
+    probe = subprocess.run([sys.executable, "-c", _MDWE_EXEC, "/bin/true"], check=False)
+    return probe.returncode == 0
+
+
+def test_runs_with_write_xor_execute_enforced(
+    tmp_path: Path, notify: NotifyListener, asset: Callable[[str], Path]
+) -> None:
+    """The unit sets MemoryDenyWriteExecute=yes: the kernel's PR_SET_MDWE applies the same rule (no W+X mappings,
+    no mprotect adding PROT_EXEC); the daemon must load both models and process a file under it."""
+    if not _mdwe_supported():
+        pytest.skip("kernel without PR_SET_MDWE (Linux >= 6.3)")
+    video = asset("single_face.mp4")
+    cfg = tmp_path / "config.toml"
+    _write_config(cfg, f"ipc://{tmp_path}/pub.sock", 0.5)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") and k != "JOURNAL_STREAM"}
+    env.update(NOTIFY_SOCKET=notify.name, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-c", _MDWE_EXEC, sys.executable, "-c",
+           "import ctypes, sys; assert ctypes.CDLL(None).prctl(66, 0, 0, 0, 0) == 1, 'MDWE not inherited'; "
+           "from edge_agent.cli import main; sys.exit(main(sys.argv[1:]))",
+           "run", "--config", str(cfg), "--source", str(video), "--once"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=READY_TIMEOUT_S,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"source ended after [1-9][0-9]* frames", proc.stderr), proc.stderr
+    assert any(m.startswith("READY=1") for _, m in notify.snapshot())
