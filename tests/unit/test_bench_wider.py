@@ -117,3 +117,46 @@ def test_cli_eval_wider_with_pred_dir(tmp_path: Path, capsys: pytest.CaptureFixt
     assert data["summary"]["hard_faces"] == 4
     for png in data["plots"]:
         assert (out / png).stat().st_size > 1000
+
+
+def test_cli_eval_wider_runs_our_detector(tmp_path: Path, shipped_model: object, asset: object,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--images: our detector writes WIDER prediction files, then the protocol scores them. Ground truth = the same
+    detector's confident boxes, so every setting's AP must be (close to) 1."""
+    import json
+
+    import cv2
+
+    from edge_agent.bench.cli import main
+    from edge_agent.bench.evalcmd import NativeSizeDetector
+    from edge_agent.manifest import load_artifact
+
+    det_dir = shipped_model("detector/retinaface-mnet025")  # type: ignore[operator]
+    images = tmp_path / "images" / "0--Parade"
+    images.mkdir(parents=True)
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    ref = NativeSizeDetector(load_artifact(det_dir), None, score_threshold=0.6)
+    names, boxes = [], []
+    for name in ("multi_face", "single_face"):
+        (images / f"{name}.jpg").write_bytes(asset(f"{name}.jpg").read_bytes())  # type: ignore[operator]
+        b = ref.detect(cv2.imread(str(images / f"{name}.jpg"))).boxes.astype(np.float64)
+        b[:, 2:] -= b[:, :2]  # x, y, w, h
+        names.append(name)
+        boxes.append(b)
+    keep = _cells([_cells([np.arange(1, len(b) + 1).reshape(-1, 1) for b in boxes])])
+    scipy_io.savemat(gt_dir / "wider_face_val.mat", {"event_list": _cells(["0--Parade"]),
+                                                     "file_list": _cells([_cells(names)]),
+                                                     "face_bbx_list": _cells([_cells(boxes)])})
+    for s in ("easy", "medium", "hard"):
+        scipy_io.savemat(gt_dir / f"wider_{s}_val.mat", {"gt_list": keep})
+    out = tmp_path / "out"
+    assert main(["--json", "eval", "wider", "--images", str(tmp_path / "images"), "--gt", str(gt_dir),
+                 "--detector", str(det_dir), "--out-dir", str(out)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    pred_file = Path(data["pred_dir"]) / "0--Parade" / "multi_face.txt"
+    lines = pred_file.read_text().splitlines()
+    assert lines[0] == "multi_face" and int(lines[1]) == len(lines) - 2 >= len(boxes[0])
+    assert data["summary"]["hard_faces"] == sum(len(b) for b in boxes)
+    for s in ("easy", "medium", "hard"):
+        assert data["summary"][f"{s}_ap"] > 0.9
