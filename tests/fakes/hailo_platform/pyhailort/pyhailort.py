@@ -170,7 +170,7 @@ class _Format:
 
 # ---------------------------------------------------------------------------------------------- devices
 
-_state_lock = threading.Lock()
+_state_lock = threading.RLock()  # re-entrant: VDevice.__del__ (GC) may run while this thread holds it
 _open_vdevices: dict[str, int] = {}  # group_id -> open count in this process
 _lock_fd: list[int] = []  # the flock on the fake /dev/hailo0 held by this process
 
