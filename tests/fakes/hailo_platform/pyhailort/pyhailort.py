@@ -28,6 +28,7 @@ VDevices of the same ``group_id`` share the chip); across processes a lock file 
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -237,6 +238,7 @@ class VDevice:
     """Hailo virtual device representation."""
 
     def __init__(self, params: VDeviceParams | None = None, *, device_ids: Sequence[str] | None = None) -> None:
+        gc.collect()  # as pyhailort does: unreferenced VDevices release the device before a new one opens
         self._vdevice: object | None = None
         self._params = params if params is not None else VDevice.create_params()
         self._creation_pid = os.getpid()
