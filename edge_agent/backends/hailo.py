@@ -367,6 +367,8 @@ class HailoBackend:
                             model_id, self._timeout_ms)
                 self._unconfigure()
                 self._configure()
+                # Fresh buffers: the abandoned job must not be able to write into what we return.
+                outs = {name: np.empty_like(buf) for name, buf in outs.items()}
                 try:
                     self._run_all(frames, outs)
                 except Exception as exc2:
