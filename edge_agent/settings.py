@@ -77,13 +77,13 @@ class BackendSettings(_Section):
     kind: Literal["auto", "onnx", "hailo"] = Field(
         "auto", description="auto: Hailo when hailo_platform imports and a device opens, else ONNX"
     )
-    onnx: OnnxSettings = OnnxSettings()
-    hailo: HailoSettings = HailoSettings()
+    onnx: OnnxSettings = Field(default_factory=OnnxSettings)
+    hailo: HailoSettings = Field(default_factory=HailoSettings)
 
 
 class DetectorSettings(_Section):
     model: Path = Field(default_factory=lambda: default_models_dir() / "detector" / "retinaface-mnet025")
-    hailo_model: Path = Field(default_factory=lambda: default_models_dir() / "detector" / "hailo8")
+    hailo_model: Path = Field(default_factory=lambda: default_models_dir() / "hailo8" / "detector")
     score_threshold: float = Field(0.6, ge=0.0, le=1.0)
     nms_iou: float = Field(0.4, gt=0.0, le=1.0)
     input_width: int | None = Field(None, ge=32, le=4096, description="None = the model manifest's size")
@@ -94,7 +94,7 @@ class DetectorSettings(_Section):
 
 class ClassifierSettings(_Section):
     model: Path = Field(default_factory=lambda: default_models_dir() / "classifier" / "mnv3s-facex7")
-    hailo_model: Path = Field(default_factory=lambda: default_models_dir() / "classifier" / "hailo8")
+    hailo_model: Path = Field(default_factory=lambda: default_models_dir() / "hailo8" / "classifier")
     margin: float = Field(0.2, ge=0.0, le=2.0, description="crop margin as a fraction of the box size")
     align: bool = Field(False, description="5-point similarity alignment instead of a square crop")
     max_batch: int = Field(16, ge=1, le=256)
@@ -138,13 +138,13 @@ class Settings(BaseSettings):
         validate_assignment=True,
     )
 
-    source: SourceSettings = SourceSettings()
-    backend: BackendSettings = BackendSettings()
-    detector: DetectorSettings = DetectorSettings()
-    classifier: ClassifierSettings = ClassifierSettings()
-    publisher: PublisherSettings = PublisherSettings()
-    pipeline: PipelineSettings = PipelineSettings()
-    logging: LoggingSettings = LoggingSettings()
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+    publisher: PublisherSettings = Field(default_factory=PublisherSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
     def settings_customise_sources(
