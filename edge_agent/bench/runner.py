@@ -34,8 +34,8 @@ class ConfigSpecError(ValueError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    detector: Path = field(default_factory=lambda: Path(_DET.model))
-    classifier: Path = field(default_factory=lambda: Path(_CLS.model))
+    detector: Path = field(default_factory=lambda: Path(DetectorSettings().model))
+    classifier: Path = field(default_factory=lambda: Path(ClassifierSettings().model))
     backend: str = "onnx"
     threads: int = 1
     input_size: tuple[int, int] | None = None
