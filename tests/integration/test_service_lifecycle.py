@@ -85,22 +85,25 @@ def notify() -> Iterator[NotifyListener]:
     lst.close()
 
 
-def _write_config(path: Path, endpoint: str, score_threshold: float) -> None:
+def _write_config(path: Path, endpoint: str, score_threshold: float, log_format: str = "plain") -> None:
     path.write_text(
         "[backend]\nkind = \"onnx\"\n"
         f"[detector]\nscore_threshold = {score_threshold}\n"
         f"[publisher]\nendpoint = \"{endpoint}\"\n"
         "[source]\nloop = true\n"
-        "[logging]\nformat = \"plain\"\nlevel = \"INFO\"\n",
+        f"[logging]\nformat = \"{log_format}\"\nlevel = \"INFO\"\n",
         encoding="utf-8",
     )
 
 
-def _spawn(args: list[str], notify: NotifyListener, log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], notify: NotifyListener, log_path: Path, journal: bool = False) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") and k != "JOURNAL_STREAM"}
     env.update(NOTIFY_SOCKET=notify.name, WATCHDOG_USEC="2000000", PYTHONPATH=str(REPO))
     env.pop("WATCHDOG_PID", None)
     with open(log_path, "wb") as log:
+        if journal:  # as systemd does: $JOURNAL_STREAM names the device:inode of our stderr
+            st = os.fstat(log.fileno())
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
         return subprocess.Popen([sys.executable, "-m", "edge_agent", "run", *args], cwd=REPO, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
 
@@ -187,10 +190,10 @@ def test_once_ends_with_exit_0_at_end_of_file(
 ) -> None:
     video = asset("single_face.mp4")  # 72 frames, ~2.4 s at its native rate
     cfg = tmp_path / "config.toml"
-    _write_config(cfg, f"ipc://{tmp_path}/pub.sock", 0.5)
+    _write_config(cfg, f"ipc://{tmp_path}/pub.sock", 0.5, log_format="auto")
     log_path = tmp_path / "daemon.log"
     t_spawn = time.monotonic()
-    proc = _spawn(["--config", str(cfg), "--source", str(video), "--once"], notify, log_path)
+    proc = _spawn(["--config", str(cfg), "--source", str(video), "--once"], notify, log_path, journal=True)
     try:
         rc = proc.wait(timeout=READY_TIMEOUT_S)
         log_text = log_path.read_text(errors="replace")
@@ -199,6 +202,10 @@ def test_once_ends_with_exit_0_at_end_of_file(
         ready = next(i for i, m in enumerate(msgs) if m.startswith("READY=1"))
         assert any(m.startswith("STOPPING=1") and "source ended" in m for m in msgs[ready:])
         assert "source ended after" in log_text
+        # journald format under systemd (auto): a syslog priority on every line, no timestamps
+        assert "<6>edge_agent.service: ready: publishing on ipc://" in log_text
+        lines = [line for line in log_text.splitlines() if line]
+        assert all(re.match(r"^<[0-7]>", line) for line in lines), lines[:5]
     finally:
         _stop(proc)
 
