@@ -269,6 +269,7 @@ class Service:
                 started = self._start(old)
             except Exception as exc2:
                 log.error("cannot restore the previous configuration either: %s", exc2)
+                self.notifier.stopping(f"stopping: reload failed: {exc2}")
                 raise _Exit(exit_code_for(exc2)) from exc2
             self.notifier.ready("running (reload failed: see log)")
             return started
