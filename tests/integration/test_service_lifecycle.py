@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,12 +86,13 @@ def notify() -> Iterator[NotifyListener]:
     lst.close()
 
 
-def _write_config(path: Path, endpoint: str, score_threshold: float, log_format: str = "plain") -> None:
+def _write_config(path: Path, endpoint: str, score_threshold: float, log_format: str = "plain",
+                  source_extra: str = "") -> None:
     path.write_text(
         "[backend]\nkind = \"onnx\"\n"
         f"[detector]\nscore_threshold = {score_threshold}\n"
         f"[publisher]\nendpoint = \"{endpoint}\"\n"
-        "[source]\nloop = true\n"
+        f"[source]\nloop = true\n{source_extra}"
         f"[logging]\nformat = \"{log_format}\"\nlevel = \"INFO\"\n",
         encoding="utf-8",
     )
@@ -245,3 +247,32 @@ def test_runs_with_write_xor_execute_enforced(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"source ended after [1-9][0-9]* frames", proc.stderr), proc.stderr
     assert any(m.startswith("READY=1") for _, m in notify.snapshot())
+
+
+def test_no_watchdog_pings_while_frames_stall(
+    tmp_path: Path, notify: NotifyListener, asset: Callable[[str], Path]
+) -> None:
+    """A source that stops delivering (here: an image folder paced at one frame per 10 s) stops the pings, so
+    systemd's WatchdogSec would restart a daemon whose camera or accelerator hung."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):  # played once (loop = false): frames at 0 s, 10 s, 20 s
+        shutil.copy(asset("single_face.jpg"), folder / f"{i:04d}.jpg")
+    cfg = tmp_path / "config.toml"
+    _write_config(cfg, f"ipc://{tmp_path}/pub.sock", 0.5, source_extra="folder_fps = 0.1\n")
+    cfg.write_text(cfg.read_text().replace("loop = true", "loop = false"))
+    log_path = tmp_path / "daemon.log"
+    t_spawn = time.monotonic()
+    proc = _spawn(["--config", str(cfg), "--source", str(folder)], notify, log_path)  # WATCHDOG_USEC = 2 s
+    try:
+        t_ready = notify.wait_for("READY=1", t_spawn, READY_TIMEOUT_S, proc)
+        time.sleep(7.0)
+        assert proc.poll() is None
+        pings = [t - t_ready for t, m in notify.snapshot() if t > t_ready and m == "WATCHDOG=1"]
+        # the first frame earns one ping about a second after READY (the watchdog is live); then silence until
+        # the next frame at 10 s
+        assert len(pings) == 1 and pings[0] <= 2.5, pings
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, log_path.read_text(errors="replace")
+    finally:
+        _stop(proc)
