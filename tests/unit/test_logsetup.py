@@ -31,6 +31,7 @@ def restore_root() -> Iterator[None]:
         if h not in handlers:
             root.removeHandler(h)
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def _record(msg: str, *args: object, level: int = logging.INFO, name: str = "x") -> logging.LogRecord:
