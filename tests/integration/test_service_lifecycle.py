@@ -7,6 +7,7 @@ SIGHUP applying a changed config file, STOPPING and exit 0 on SIGTERM within 2 s
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -276,3 +277,92 @@ def test_no_watchdog_pings_while_frames_stall(
         assert proc.wait(timeout=10) == 0, log_path.read_text(errors="replace")
     finally:
         _stop(proc)
+
+
+# Apply the unit's SystemCallFilter= lines as systemd does (allow list; "~" lines removed from it; everything else
+# fails with EPERM as SystemCallErrorNumber=EPERM says), plus NoNewPrivileges and W^X, then exec the daemon.
+_SECCOMP_EXEC = r"""
+import ctypes, os, subprocess, sys
+unit_file, argv = sys.argv[1], sys.argv[2:]
+listing = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True, check=True).stdout
+groups, cur = {}, None
+for line in listing.splitlines():
+    if line.startswith("@"):
+        cur = line.strip(); groups[cur] = []
+    elif cur and line.strip() and not line.strip().startswith("#"):
+        groups[cur].append(line.strip())
+def expand(items, seen):
+    out = set()
+    for it in items:
+        if it.startswith("@"):
+            if it not in seen:
+                seen.add(it); out |= expand(groups[it], seen)
+        else:
+            out.add(it)
+    return out
+allow, deny = set(), set()
+for line in open(unit_file):
+    if line.startswith("SystemCallFilter="):
+        value = line.split("=", 1)[1].strip()
+        if value.startswith("~"):
+            deny |= expand(value[1:].split(), set())
+        else:
+            allow |= expand(value.split(), set())
+allowed = (allow | expand(["@default"], set())) - deny
+lib = ctypes.CDLL("libseccomp.so.2")
+lib.seccomp_init.restype = ctypes.c_void_p
+lib.seccomp_init.argtypes = [ctypes.c_uint32]
+lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+lib.seccomp_load.argtypes = [ctypes.c_void_p]
+lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+ctx = lib.seccomp_init(0x00050000 | 1)  # SCMP_ACT_ERRNO(EPERM)
+for name in sorted(allowed):
+    nr = lib.seccomp_syscall_resolve_name(name.encode())
+    if nr >= 0:
+        assert lib.seccomp_rule_add(ctx, 0x7FFF0000, nr, 0) == 0, name  # SCMP_ACT_ALLOW
+libc = ctypes.CDLL(None)
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+if os.environ.get("MDWE") == "1":
+    assert libc.prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE
+assert lib.seccomp_load(ctx) == 0
+os.execv(argv[0], argv)
+"""
+
+
+def _seccomp_available() -> str | None:
+    if not shutil.which("systemd-analyze"):
+        return "systemd-analyze not installed"
+    try:
+        ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return "libseccomp.so.2 not installed"
+    return None
+
+
+def test_runs_under_the_units_syscall_filter(
+    tmp_path: Path, notify: NotifyListener, asset: Callable[[str], Path]
+) -> None:
+    """SystemCallFilter=@system-service ~@privileged (+ NoNewPrivileges, W^X where the kernel has it) does not
+    break ONNX Runtime, OpenCV's decoder, pyzmq or the notify socket; and it does refuse a privileged call."""
+    reason = _seccomp_available()
+    if reason:
+        pytest.skip(reason)
+    unit = REPO / "systemd" / "edge-agent.service"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") and k != "JOURNAL_STREAM"}
+    env.update(NOTIFY_SOCKET=notify.name, PYTHONPATH=str(REPO), MDWE="1" if _mdwe_supported() else "0")
+
+    control = subprocess.run([sys.executable, "-c", _SECCOMP_EXEC, str(unit), sys.executable, "-c",
+                              "import os\ntry:\n    os.chroot('/')\nexcept PermissionError:\n    print('refused')"],
+                             env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert control.stdout.strip() == "refused", control.stdout + control.stderr  # the filter is in force
+
+    video = asset("single_face.mp4")
+    cfg = tmp_path / "config.toml"
+    _write_config(cfg, f"ipc://{tmp_path}/pub.sock", 0.5)
+    proc = subprocess.run([sys.executable, "-c", _SECCOMP_EXEC, str(unit), sys.executable, "-m", "edge_agent", "run",
+                           "--config", str(cfg), "--source", str(video), "--once"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=READY_TIMEOUT_S, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"source ended after [1-9][0-9]* frames", proc.stderr), proc.stderr
+    assert not re.search(r"WARNING|ERROR", proc.stderr), proc.stderr
+    assert any(m.startswith("READY=1") for _, m in notify.snapshot())
