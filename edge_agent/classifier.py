@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from edge_agent.backends.base import Backend
 from edge_agent.frames import Detections, Expressions
-from edge_agent.manifest import ModelArtifact, verify_session
+from edge_agent.manifest import ManifestError, ModelArtifact, verify_session
 from edge_agent.vision.crop import crop_faces
 from edge_agent.vision.decode import softmax
 from edge_agent.vision.preprocess import to_tensor
@@ -41,20 +41,20 @@ class ExpressionClassifier:
     ) -> None:
         m = artifact.manifest
         if m.task != "classifier" or not m.labels:
-            raise ValueError(f"{m.model_id}: ExpressionClassifier needs a classifier artifact with labels")
+            raise ManifestError(f"{m.model_id}: ExpressionClassifier needs a classifier artifact with labels")
         if len(m.inputs) != 1 or len(m.outputs) != 1:
-            raise ValueError(f"{m.model_id}: a classifier has one input and one output, the manifest lists "
+            raise ManifestError(f"{m.model_id}: a classifier has one input and one output, the manifest lists "
                              f"{len(m.inputs)} and {len(m.outputs)}")
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if m.inputs[0].dtype != m.preprocess.dtype:
-            raise ValueError(f"{m.model_id}: input {m.inputs[0].name} is {m.inputs[0].dtype} but preprocess.dtype "
+            raise ManifestError(f"{m.model_id}: input {m.inputs[0].name} is {m.inputs[0].dtype} but preprocess.dtype "
                              f"is {m.preprocess.dtype}; fix the manifest")
         k_out = m.outputs[0].shape[-1]
         if isinstance(k_out, int) and k_out != len(m.labels):
-            raise ValueError(f"{m.model_id}: output {m.outputs[0].name} has {k_out} classes but the manifest has "
+            raise ManifestError(f"{m.model_id}: output {m.outputs[0].name} has {k_out} classes but the manifest has "
                              f"{len(m.labels)} labels")
         verify_session(m, backend.inputs, backend.outputs)
         self.manifest = m

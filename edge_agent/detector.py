@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from edge_agent.backends.base import Backend, Tensor
 from edge_agent.frames import Detections
-from edge_agent.manifest import AnchorSpec, DetectorOutputs, ModelArtifact, verify_session
+from edge_agent.manifest import AnchorSpec, DetectorOutputs, ManifestError, ModelArtifact, verify_session
 from edge_agent.vision.anchors import prior_boxes
 from edge_agent.vision.decode import face_probability, merge_raw_heads
 from edge_agent.vision.nms import postprocess
@@ -59,7 +59,7 @@ class FaceDetector:
     ) -> None:
         m = artifact.manifest
         if m.task != "detector" or m.anchors is None or m.detector_outputs is None:
-            raise ValueError(f"{m.model_id}: FaceDetector needs a detector artifact, got task {m.task!r}")
+            raise ManifestError(f"{m.model_id}: FaceDetector needs a detector artifact, got task {m.task!r}")
         if not 0.0 <= score_threshold < 1.0:
             raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
         if not 0.0 < nms_iou <= 1.0:
@@ -67,9 +67,9 @@ class FaceDetector:
         if top_k < 1 or max_faces < 1:
             raise ValueError(f"top_k and max_faces must be >= 1, got {top_k} and {max_faces}")
         if len(m.inputs) != 1:
-            raise ValueError(f"{m.model_id}: a detector has one input, the manifest lists {len(m.inputs)}")
+            raise ManifestError(f"{m.model_id}: a detector has one input, the manifest lists {len(m.inputs)}")
         if m.inputs[0].dtype != m.preprocess.dtype:
-            raise ValueError(f"{m.model_id}: input {m.inputs[0].name} is {m.inputs[0].dtype} but preprocess.dtype "
+            raise ManifestError(f"{m.model_id}: input {m.inputs[0].name} is {m.inputs[0].dtype} but preprocess.dtype "
                              f"is {m.preprocess.dtype}; fix the manifest")
         verify_session(m, backend.inputs, backend.outputs)
         self.manifest = m

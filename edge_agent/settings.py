@@ -84,7 +84,7 @@ class BackendSettings(_Section):
 class DetectorSettings(_Section):
     model: Path = Field(default_factory=lambda: default_models_dir() / "detector" / "retinaface-mnet025")
     hailo_model: Path = Field(default_factory=lambda: default_models_dir() / "hailo8" / "detector")
-    score_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    score_threshold: float = Field(0.6, ge=0.0, lt=1.0)
     nms_iou: float = Field(0.4, gt=0.0, le=1.0)
     input_width: int | None = Field(None, ge=32, le=4096, description="None = the model manifest's size")
     input_height: int | None = Field(None, ge=32, le=4096)
