@@ -99,7 +99,7 @@ def test_rejects_a_backend_that_does_not_match(shipped_model: Callable[[str], Pa
     with pytest.raises(ManifestError, match="output names"):
         FaceDetector(art, OnnxBackend(other.path))
     renamed = ModelArtifact(art.manifest.model_copy(update={"task": "classifier"}), art.directory)
-    with pytest.raises(ValueError, match="detector artifact"):
+    with pytest.raises(ManifestError, match="detector artifact"):
         FaceDetector(renamed, OnnxBackend(art.path))
 
 
