@@ -162,8 +162,7 @@ class FrameSource:
                 if self.loop:
                     log.info("%s: end of file, looping", self.uri)
                     self.capture.open()
-                    n = 0
-                    continue
+                    continue  # keep the pacing clock running: the first frame of a loop is due one period on
                 log.info("%s: end of source after %d frames", self.uri, self.frames_captured)
                 self.state = "ended"
                 return

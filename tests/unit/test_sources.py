@@ -123,6 +123,22 @@ def test_file_loop_restarts(asset: Callable[[str], Path]) -> None:
     assert not src.ended and src.state == "closed"
 
 
+def test_looping_folder_keeps_its_pace(tmp_path: Path, asset: Callable[[str], Path]) -> None:
+    """A looping one-image folder at 20 fps: the restart of each loop is paced like any other frame."""
+    shutil.copy(asset("single_face.jpg"), tmp_path / "a.jpg")
+    src = open_source(SourceSettings(uri=str(tmp_path), loop=True, pace="native", folder_fps=20.0), queue_size=64)
+    got: list[Frame] = []
+    try:
+        for f in src.frames(timeout=2.0):
+            got.append(f)
+            if len(got) == 6:
+                break
+    finally:
+        src.close()
+    span = got[-1].t_capture - got[0].t_capture
+    assert span >= 5 / 20.0 - 0.02  # six frames at 20 fps span 0.25 s; unpaced restarts would take ~0
+
+
 def test_close_stops_a_running_source_promptly(asset: Callable[[str], Path]) -> None:
     src = open_source(SourceSettings(uri=str(asset("face_noface.mov")), pace="native"))
     assert src.read(timeout=5.0) is not None
