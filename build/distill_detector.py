@@ -320,7 +320,7 @@ def card_section(summary: dict[str, Any], title: str = "Distillation") -> str:
 """
 
 
-def annotate_artifact(model_dir: Path, summary_paths: Sequence[Path]) -> None:
+def annotate_artifact(model_dir: Path, summary_paths: Sequence[Path], notes: Sequence[str] = ()) -> None:
     """Append one section per distillation stage to MODEL_CARD.md, copy the run summaries beside the model and
     add the last stage's held-out figures to the manifest metrics (re-validated with the daemon's loader)."""
     from edge_agent.manifest import load_artifact, load_manifest
@@ -334,6 +334,8 @@ def annotate_artifact(model_dir: Path, summary_paths: Sequence[Path]) -> None:
                         'seed 004 reports 1.124 G "FLOPs" for its deformable model, the budget')
     for i, summary in enumerate(summaries, 1):
         text += card_section(summary, f"Distillation stage {i}" if len(summaries) > 1 else "Distillation")
+    if notes:
+        text += "\n## Distillation notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     card.write_text(text, encoding="utf-8")
     (model_dir / "distill_summary.json").write_text(json.dumps(summaries, indent=2) + "\n", encoding="utf-8")
     last = summaries[-1]
@@ -361,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--annotate", type=Path, metavar="MODEL_DIR",
                    help="instead of training: add --summary's figures to MODEL_DIR's card and manifest")
     p.add_argument("--summary", type=Path, nargs="+", help="summary.json of each finished stage (with --annotate)")
+    p.add_argument("--note", action="append", default=[], help="extra line for the card's notes (with --annotate)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (and checkpoint) after this wall time")
     p.add_argument("--batch", type=int, default=8)
@@ -379,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.annotate:
         if not args.summary:
             p.error("--annotate needs --summary RUN/summary.json [RUN2/summary.json ...]")
-        annotate_artifact(args.annotate, args.summary)
+        annotate_artifact(args.annotate, args.summary, args.note)
         return 0
     if not args.out:
         p.error("--out is required for a distillation run")
