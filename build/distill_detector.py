@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -240,7 +241,7 @@ def make_batch(samples: Sequence[Sample], size: int, rng: np.random.Generator, f
     """
     clean, strong = [], []
     for s in samples:
-        if pool and rng.random() < mosaic_p:
+        if pool and mosaic_p > 0 and rng.random() < mosaic_p:  # no RNG draw when off (stage-1 reproducible)
             img = mosaic(pool, size, 3 if rng.random() < 1 / 3 else 2, rng, face_crop_p)
         else:
             img = _geometric(s, size, rng, face_crop_p)
@@ -440,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         for h in history:
             f.write(json.dumps(h) + "\n")
     summary: dict[str, Any] = {
-        "variant": args.variant, "steps": step, "batch": args.batch, "size": args.size, "seed": SEED,
+        "argv": list(sys.argv[1:] if argv is None else argv), "variant": args.variant, "steps": step, "batch": args.batch, "size": args.size, "seed": SEED,
         "lr": args.lr, "kd": args.kd, "hint": args.hint, "mosaic": args.mosaic, "threads": args.threads,
         "train_wall_s": round(train_s, 1), "train_frames": len(samples), "train_sources": sorted(train_sources),
         "holdout_sources": sorted(HOLDOUT_SOURCES), "init": str(args.init) if args.init else "teacher",
