@@ -441,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         for h in history:
             f.write(json.dumps(h) + "\n")
     summary: dict[str, Any] = {
-        "argv": list(sys.argv[1:] if argv is None else argv), "variant": args.variant, "steps": step, "batch": args.batch, "size": args.size, "seed": SEED,
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "variant": args.variant, "steps": step, "batch": args.batch, "size": args.size, "seed": SEED,
         "lr": args.lr, "kd": args.kd, "hint": args.hint, "mosaic": args.mosaic, "threads": args.threads,
         "train_wall_s": round(train_s, 1), "train_frames": len(samples), "train_sources": sorted(train_sources),
         "holdout_sources": sorted(HOLDOUT_SOURCES), "init": str(args.init) if args.init else "teacher",
