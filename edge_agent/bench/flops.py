@@ -1,8 +1,10 @@
 """Multiply-accumulate count of an ONNX model at a given input shape (Conv, ConvTranspose, Gemm, MatMul,
-DeformConv), from the graph and ONNX shape inference.
+DeformConv), from the graph and ONNX shape inference (shapes it cannot infer, e.g. after DeformConv, are read
+from one onnxruntime run on zeros).
 
 Conventions: MACs as thop counts them for convolutions (``Cout * Hout * Wout * Cin/groups * kH * kW`` per
-image, bias and activations not counted), which is what the seed's "FLOPs" column reports (RetinaFace-0.25 at
+image, bias and activations not counted; DeformConv adds 4 MACs per bilinear sample, 5 with a mask, as
+``build/ops/deform_conv.py`` counts), which is what the seed's "FLOPs" column reports (RetinaFace-0.25 at
 640x640: 1.03 G). FLOPs = 2 x MACs. Needs the ``onnx`` package (build extra); without it the count is None
 and edge-bench says so.
 """
@@ -27,6 +29,36 @@ def _shape(vi: Any) -> list[int] | None:
     return out
 
 
+_COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul", "DeformConv")
+
+
+def _shapes_by_running(model: Any, input_shapes: dict[str, tuple[int, ...]], names: list[str]
+                       ) -> dict[str, list[int] | None]:
+    """Shapes ONNX shape inference could not give (e.g. after DeformConv), read from one onnxruntime run on
+    zeros with those tensors exposed as extra graph outputs."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    present = {o.name for o in m.graph.output}
+    init = {i.name for i in m.graph.initializer}
+    for name in names:
+        if name not in present and name not in init:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for inp in sess.get_inputs():
+        if inp.name not in input_shapes:
+            raise ValueError(f"no shape given for model input {inp.name!r}")
+        dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
+        feeds[inp.name] = np.zeros(input_shapes[inp.name], dtype)
+    wanted = [o.name for o in sess.get_outputs() if o.name in set(names)]
+    values = sess.run(wanted, feeds)
+    return {n: list(v.shape) for n, v in zip(wanted, values, strict=True)}
+
+
 def onnx_macs(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> int | None:
     """MACs of one forward pass with the given concrete input shapes; None when ``onnx`` is not installed."""
     try:
@@ -48,10 +80,14 @@ def onnx_macs(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> int | Non
         shapes[vi.name] = _shape(vi)
     for init in inferred.graph.initializer:
         shapes[init.name] = list(init.dims)
+    compute = [n for n in inferred.graph.node if n.op_type in _COMPUTE]
+    missing = {t for n in compute for t in (n.output[0], *n.input[:2]) if t and shapes.get(t) is None}
+    if missing:
+        shapes.update(_shapes_by_running(model, input_shapes, sorted(missing)))
     total = 0
     unknown = 0
     for node in inferred.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul", "DeformConv"):
+        if node.op_type not in _COMPUTE:
             continue
         out = shapes.get(node.output[0])
         w = shapes.get(node.input[1]) if len(node.input) > 1 else None
@@ -61,6 +97,11 @@ def onnx_macs(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> int | Non
         if node.op_type in ("Conv", "DeformConv"):
             # weight (Cout, Cin/g, kH, kW); output (N, Cout, H, W): Cin/g * kH * kW per output element
             total += math.prod(out) * math.prod(w[1:])
+            x = shapes.get(node.input[0])
+            if node.op_type == "DeformConv" and x is not None:
+                # bilinear sampling: 4 MACs per sampled value, +1 with a modulation mask (build/ops convention)
+                modulated = len(node.input) > 4 and bool(node.input[4])
+                total += out[0] * out[2] * out[3] * x[1] * math.prod(w[2:]) * (5 if modulated else 4)
         elif node.op_type == "ConvTranspose":
             inp = shapes.get(node.input[0])
             if inp is None:
