@@ -161,4 +161,5 @@ def test_eval_ap50_on_own_boxes(tmp_path: Path, shipped_model: Callable[[str], P
     assert data["summary"]["num_positives"] == 1
     assert data["summary"]["ap50"] == pytest.approx(1.0)
     gt.write_text(json.dumps({"images": [{"boxes": [best]}]}), encoding="utf-8")  # no "file"
-    assert main(["eval", "ap50", "--images", str(images), "--gt", str(gt), "--detector", str(det)]) == 1
+    assert main(["eval", "ap50", "--images", str(images), "--gt", str(gt), "--detector", str(det),
+                 "--out-dir", str(tmp_path / "out")]) == 1
