@@ -172,7 +172,7 @@ def example_status() -> StatusMessage:
         state="running",
         backend="onnx",
         backend_reason="backend.kind=auto: hailo_platform is not installed",
-        models=ModelIds(detector="retinaface-mnet025", classifier="mnv3s-facex7"),
+        models=ModelIds(detector="acwface-dcn", classifier="mnv3s-facex7"),
         source=SourceStatus(uri="rtsp://viewer:***@192.168.1.20/stream1", state="running", reconnects=0),
         fps_in=25.0,
         fps_out=24.9,

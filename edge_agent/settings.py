@@ -82,7 +82,7 @@ class BackendSettings(_Section):
 
 
 class DetectorSettings(_Section):
-    model: Path = Field(default_factory=lambda: default_models_dir() / "detector" / "retinaface-mnet025")
+    model: Path = Field(default_factory=lambda: default_models_dir() / "detector" / "acwface-dcn")
     hailo_model: Path = Field(default_factory=lambda: default_models_dir() / "hailo8" / "detector")
     score_threshold: float = Field(0.6, ge=0.0, lt=1.0)
     nms_iou: float = Field(0.4, gt=0.0, le=1.0)

@@ -25,7 +25,7 @@ from edge_agent.pipeline import Pipeline
 from edge_agent.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DETECTOR = "detector/retinaface-mnet025"
+DETECTOR = "detector/acwface-dcn"  # the default detector
 CLASSIFIER = "classifier/mnv3s-facex7"
 
 FACE_NOFACE_FRAMES = 169
@@ -119,7 +119,7 @@ def _common_checks(proc: subprocess.CompletedProcess[str], emotions: list[Emotio
     final = statuses[-1]
     assert final.state == "ended" and final.frames_published == n_frames and final.drops == 0
     assert final.frames_captured == n_frames
-    assert final.models.detector == "retinaface-mnet025"
+    assert final.models.detector == "acwface-dcn"
     for stage in ("capture_queue", "preprocess", "detector", "decode", "classifier", "publish", "end_to_end"):
         assert stage in final.latency_ms, stage
         p = final.latency_ms[stage]

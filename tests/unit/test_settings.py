@@ -92,7 +92,7 @@ def test_non_settings_variables_are_allowed(tmp_path: Path) -> None:
     code = "from edge_agent.settings import load_settings; print(load_settings(None).detector.model)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[2], check=True)
-    assert out.stdout.strip() == str(tmp_path / "detector" / "retinaface-mnet025")
+    assert out.stdout.strip() == str(tmp_path / "detector" / "acwface-dcn")
 
 
 @pytest.mark.parametrize(
