@@ -29,6 +29,9 @@ FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # OpenCV's V4L2 backend ignores CAP_PROP_READ_TIMEOUT_MSEC; its wait for a frame is select() with this many
 # whole seconds (default 10), read once per process at the first frame grab.
 V4L_SELECT_TIMEOUT_ENV = "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"
+# A video file whose read fails before its last frame (corrupt packets: each failed read consumes one) is read
+# again up to this many times in a row before the failure is taken as the end of the file.
+FILE_READ_RETRIES = 256
 
 
 class VideoCaptureLike(Protocol):
@@ -127,6 +130,8 @@ class OpenCvCapture:
         self._fps = FALLBACK_FILE_FPS
         self._index = 0
         self._pending: UInt8Image | None = None  # a file's first frame, decoded during open()
+        self._frame_count = 0.0  # a file's reported frame count (0 when unknown)
+        self.corrupt_reads = 0  # failed reads of a file that were skipped (corrupt or undecodable packets)
 
     @property
     def fps(self) -> float:
@@ -174,6 +179,8 @@ class OpenCvCapture:
                             FALLBACK_FILE_FPS)
                 fps = FALLBACK_FILE_FPS
             self._fps = float(fps)
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            self._frame_count = float(count) if math.isfinite(count) and count > 0 else 0.0
             first = self._read_raw()
             if first is None:
                 self.close()
@@ -221,12 +228,33 @@ class OpenCvCapture:
             image, self._pending = self._pending, None
         else:
             got = self._read_raw()
+            if got is None and self.spec.kind == "file":
+                got = self._skip_corrupt()
             if got is None:
                 return None
             image = got
         idx = self._index
         self._index += 1
         return image, idx
+
+    def _skip_corrupt(self) -> UInt8Image | None:
+        """After a failed read of a file before its reported last frame, read on past the corrupt packets."""
+        if self._cap is None or self._frame_count <= 0:
+            return None
+        position = self._cap.get(cv2.CAP_PROP_POS_FRAMES)
+        if not math.isfinite(position) or position >= self._frame_count:
+            return None  # the real end of the file
+        for attempt in range(1, FILE_READ_RETRIES + 1):
+            got = self._read_raw()
+            if got is not None:
+                self.corrupt_reads += attempt
+                log.warning("%s: skipped %d undecodable packet(s) after frame %d (corrupt data); continuing",
+                            self.spec.display, attempt, int(position))
+                return got
+        self.corrupt_reads += FILE_READ_RETRIES
+        log.warning("%s: no frame decodes after frame %d of %d (%d reads failed: truncated or corrupt file); "
+                    "ending it here", self.spec.display, int(position), int(self._frame_count), FILE_READ_RETRIES)
+        return None
 
     def close(self) -> None:
         self._pending = None
