@@ -114,6 +114,30 @@ class PublisherSettings(_Section):
         return v
 
 
+class SecuritySettings(_Section):
+    curve: bool = Field(
+        False, description="encrypt and authenticate the stream with ZeroMQ CURVE (required for an endpoint "
+        "other hosts can reach; possible on any endpoint)",
+    )
+    server_secret_key: Path | None = Field(
+        None, description="the daemon's CURVE secret key file (NAME.key_secret from `edge-agent keygen`, mode 0600)"
+    )
+    allowed_clients_dir: Path | None = Field(
+        None, description="directory of the public .key files of the clients allowed to subscribe "
+        "(not world-writable)",
+    )
+    allow_insecure_remote: bool = Field(
+        False, description="publish unencrypted on an endpoint other hosts can reach (logged as a WARNING at "
+        "every start)",
+    )
+    server_public_key: Path | None = Field(
+        None, description="subscribe: the daemon's public key file (NAME.key) to connect with CURVE"
+    )
+    client_secret_key: Path | None = Field(
+        None, description="subscribe: this client's secret key file (NAME.key_secret, mode 0600)"
+    )
+
+
 class PipelineSettings(_Section):
     queue_size: int = Field(2, ge=1, le=256, description="bounded capture queue; the oldest frame is dropped")
 
@@ -143,6 +167,7 @@ class Settings(BaseSettings):
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
