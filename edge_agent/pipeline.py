@@ -36,7 +36,7 @@ from edge_agent.messages import (
     encode,
     status_topic,
 )
-from edge_agent.publisher import Publisher
+from edge_agent.publisher import Publisher, open_publisher
 from edge_agent.settings import Settings
 from edge_agent.sources import FrameSource, open_source
 from edge_agent.stats import RateCounter, StageLatencies
@@ -121,7 +121,7 @@ class Pipeline:
         source: FrameSource | None = None
         try:
             source = open_source(settings.source, queue_size=settings.pipeline.queue_size)
-            publisher = Publisher(settings.publisher.endpoint, sndhwm=settings.publisher.sndhwm)
+            publisher = open_publisher(settings.publisher, settings.security)
         except BaseException:
             if source is not None:
                 source.close()
