@@ -13,6 +13,11 @@ ACW=models/detector/acwface-dcn
 "${BENCH[@]}" --note "$NOTE" --detector "$DET" --classifier "$CLS" --threads 1 --source synthetic:4 --repeat 100
 "${BENCH[@]}" --note "$NOTE" --detector "$DET" --classifier "$CLS" --threads 1 --repeat 100 \
     --compare "pipeline=edge" "pipeline=reference"
+# Larger frames: the reference runs at native resolution and calls the classifier once per face.
+"${BENCH[@]}" --note "$NOTE" --detector "$DET" --classifier "$CLS" --threads 1 --repeat 100 \
+    --source synthetic:4 --compare "pipeline=edge" "pipeline=reference"
+"${BENCH[@]}" --note "$NOTE" --detector "$DET" --classifier "$CLS" --threads 1 --repeat 100 \
+    --source sample:face_noface.mov --compare "pipeline=edge" "pipeline=reference"
 if [[ -f "$ACW/manifest.json" ]]; then
     "${BENCH[@]}" --note "$NOTE" --detector "$ACW" --classifier "$CLS" --threads 1
     "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --repeat 100 \
