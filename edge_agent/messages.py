@@ -3,7 +3,9 @@
 Every message is a two-frame ZeroMQ multipart ``[topic, json]``:
 
 * ``emotion.v1.<camera_id>`` -> :class:`EmotionMessage`, one per processed frame (also with zero faces);
-* ``status.v1.<camera_id>`` -> :class:`StatusMessage`, every ``publisher.status_interval_s`` seconds.
+* ``status.v1.<camera_id>`` -> :class:`StatusMessage`, every ``publisher.status_interval_s`` seconds;
+* ``events.v1.<camera_id>`` -> :class:`EventMessage`, when a face track starts, changes label or ends
+  (``tracking.enabled``; see :mod:`edge_agent.tracking`).
 
 ``schema`` is 1 for this layout; a consumer must check it. Times: ``t_*`` are wall-clock epoch seconds
 (comparable across hosts with synchronised clocks); ``latency_ms`` is capture -> publish measured on the
@@ -23,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 SCHEMA_VERSION = 1
 EMOTION_TOPIC_PREFIX = "emotion.v1."
 STATUS_TOPIC_PREFIX = "status.v1."
+EVENTS_TOPIC_PREFIX = "events.v1."
+SKIP_REASONS: tuple[str, ...] = ("too_small", "blurry")  # FaceMessage.skipped values (edge_agent.quality)
 
 # Stage names used in StatusMessage.latency_ms, in pipeline order.
 STAGES: tuple[str, ...] = (
@@ -48,6 +52,10 @@ def status_topic(camera_id: str) -> str:
     return f"{STATUS_TOPIC_PREFIX}{camera_id}"
 
 
+def events_topic(camera_id: str) -> str:
+    return f"{EVENTS_TOPIC_PREFIX}{camera_id}"
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -58,9 +66,20 @@ class FaceMessage(_Wire):
     landmarks: tuple[
         tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]
     ] = Field(description="[x, y] x5: left eye, right eye, nose, left mouth corner, right mouth corner")
-    label: str = Field(description="the most probable expression")
-    confidence: Prob = Field(description="probability of label")
-    probs: dict[str, Prob] = Field(description="every class, in classes.json order")
+    label: str | None = Field(description="the most probable expression in this frame; null when skipped")
+    confidence: Prob | None = Field(description="probability of label; null when skipped")
+    probs: dict[str, Prob] | None = Field(description="every class, in classes.json order; null when skipped")
+    skipped: Literal["too_small", "blurry"] | None = Field(
+        None, description="why the face was not classified (tracking.min_face_px, tracking.blur_threshold); "
+        "null when it was")
+    track_id: int | None = Field(
+        None, ge=1, description="stable id of this face across frames; null while the track is tentative "
+        "(fewer than tracking.min_hits frames) or tracking is off")
+    smoothed: dict[str, Prob] | None = Field(
+        None, description="per-track exponentially smoothed probs (half-life tracking.half_life_s), classes.json "
+        "order; null until the track has a classified frame, or tracking is off")
+    smoothed_label: str | None = Field(
+        None, description="argmax of smoothed, switched only past tracking.label_switch_margin (no flicker)")
 
 
 class EmotionMessage(_Wire):
@@ -115,7 +134,26 @@ class StatusMessage(_Wire):
     )
 
 
-WireMessage = EmotionMessage | StatusMessage
+class EventMessage(_Wire):
+    schema_version: Literal[1] = Field(1, alias="schema", description="wire schema version; check it")
+    camera_id: str = Field(description="publisher.camera_id (also the topic suffix)")
+    event: Literal["new", "update", "end"] = Field(
+        description="new: a track was confirmed; update: its smoothed label changed; end: it was not seen for "
+        "tracking.max_age_s (or the source ended)")
+    track_id: int = Field(ge=1, description="the track_id published with the face")
+    t: float = Field(description="wall-clock epoch seconds of the frame that caused the event")
+    seq: int = Field(ge=0, description="seq of that frame's emotion message")
+    box: tuple[float, float, float, float] = Field(description="the track's last box, x1, y1, x2, y2")
+    label: str | None = Field(description="the smoothed label now (end: the last one); null if never classified")
+    previous_label: str | None = Field(None, description="update: the smoothed label before")
+    duration_s: NonNegFloat | None = Field(None, description="end: seconds from first to last sighting")
+    dominant: str | None = Field(
+        None, description="end: argmax of the time-weighted mean probabilities over the track's life")
+    mean_probs: dict[str, Prob] | None = Field(
+        None, description="end: those time-weighted mean probabilities, classes.json order")
+
+
+WireMessage = EmotionMessage | StatusMessage | EventMessage
 
 
 def encode(msg: WireMessage) -> bytes:
@@ -130,7 +168,10 @@ def decode(topic: str | bytes, payload: bytes) -> WireMessage:
         return EmotionMessage.model_validate_json(payload)
     if t.startswith(STATUS_TOPIC_PREFIX):
         return StatusMessage.model_validate_json(payload)
-    raise ValueError(f"unknown topic {t!r}: expected {EMOTION_TOPIC_PREFIX}* or {STATUS_TOPIC_PREFIX}*")
+    if t.startswith(EVENTS_TOPIC_PREFIX):
+        return EventMessage.model_validate_json(payload)
+    raise ValueError(f"unknown topic {t!r}: expected {EMOTION_TOPIC_PREFIX}*, {STATUS_TOPIC_PREFIX}* or "
+                     f"{EVENTS_TOPIC_PREFIX}*")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -157,9 +198,35 @@ def example_emotion() -> EmotionMessage:
                 label="happy",
                 confidence=0.91,
                 probs=probs,
-            )
+                track_id=3,
+                smoothed=dict(zip(labels, (0.02, 0.0, 0.01, 0.84, 0.02, 0.03, 0.08), strict=True)),
+                smoothed_label="happy",
+            ),
+            FaceMessage(
+                box=(20.0, 40.5, 38.2, 61.0),
+                score=0.83,
+                landmarks=((25.1, 48.0), (32.9, 47.8), (29.0, 52.6), (25.8, 56.1), (32.4, 56.0)),
+                label=None,
+                confidence=None,
+                probs=None,
+                skipped="too_small",
+            ),
         ],
     )
+
+
+def example_events() -> list[EventMessage]:
+    labels = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    box = (250.4, 61.0, 372.9, 219.7)
+    return [
+        EventMessage(camera_id="cam0", event="new", track_id=3, t=1767225590.020, seq=560, box=box,
+                     label="neutral"),
+        EventMessage(camera_id="cam0", event="update", track_id=3, t=1767225599.310, seq=789, box=box,
+                     label="happy", previous_label="neutral"),
+        EventMessage(camera_id="cam0", event="end", track_id=3, t=1767225612.500, seq=1101, box=box,
+                     label="happy", duration_s=21.48, dominant="happy",
+                     mean_probs=dict(zip(labels, (0.02, 0.0, 0.01, 0.55, 0.02, 0.04, 0.36), strict=True))),
+    ]
 
 
 def example_status() -> StatusMessage:
@@ -209,7 +276,7 @@ def _fields_table(model: type[BaseModel]) -> list[str]:
 
 def render_docs() -> str:
     """The text of ``docs/messages.md`` (regenerate with ``python -m edge_agent.messages > docs/messages.md``)."""
-    em, st = example_emotion(), example_status()
+    em, st, ev = example_emotion(), example_status(), example_events()
     out = [
         "# Wire messages (schema 1)",
         "",
@@ -218,6 +285,11 @@ def render_docs() -> str:
         "The daemon publishes ZeroMQ multipart messages `[topic, json]` on a PUB socket "
         "(`publisher.endpoint`). Subscribe to `emotion.v1.` / `status.v1.` (or the full topic with a camera id).",
         "A consumer must check `schema`; boxes and landmarks are frame pixels; `probs` are in `classes.json` order.",
+        "",
+        "A face smaller than `tracking.min_face_px` (shorter box side) or blurrier than `tracking.blur_threshold` "
+        "(variance of the Laplacian) is published but not classified: `label`, `confidence` and `probs` are null "
+        "and `skipped` says why. With `tracking.enabled`, faces carry a `track_id` (null while tentative) and "
+        "per-track smoothed probabilities, and track events go to `events.v1.<camera_id>`.",
         "",
         f"## `{EMOTION_TOPIC_PREFIX}<camera_id>`: one per processed frame",
         "",
@@ -243,6 +315,17 @@ def render_docs() -> str:
         json.dumps(json.loads(encode(st)), indent=2),
         "```",
         "",
+        f"## `{EVENTS_TOPIC_PREFIX}<camera_id>`: face track events",
+        "",
+        "A track is confirmed (`new`, and its faces get the `track_id`) after `tracking.min_hits` consecutive "
+        "frames; `update` when its smoothed label changes; `end` when it has not been seen for "
+        "`tracking.max_age_s` seconds or the source ended. Tentative tracks cause no event.",
+        "",
+        *_fields_table(EventMessage),
+        "",
+        "Examples (`new`, `update`, `end` of one track):",
+        "",
+        *[line for e in ev for line in ("```json", json.dumps(json.loads(encode(e)), indent=2), "```", "")],
     ]
     return "\n".join(out)
 
