@@ -142,6 +142,40 @@ class PipelineSettings(_Section):
     queue_size: int = Field(2, ge=1, le=256, description="bounded capture queue; the oldest frame is dropped")
 
 
+class TrackingSettings(_Section):
+    enabled: bool = Field(
+        True, description="track faces across frames: track_id, smoothed expressions, events.v1.<camera_id>"
+    )
+    iou_threshold: float = Field(
+        0.3, gt=0.0, le=1.0, description="a face continues a track when its box overlaps the track's predicted box "
+        "by at least this IoU"
+    )
+    centre_distance: float = Field(
+        1.0, ge=0.0, le=10.0, description="fallback for fast motion: else the nearest track whose centre is within "
+        "this many box sides (0 = off)"
+    )
+    min_hits: int = Field(
+        3, ge=1, le=100, description="frames in a row before a track is confirmed (gets a track_id, 'new' event)"
+    )
+    max_age_s: float = Field(
+        1.0, gt=0.0, le=60.0, description="a confirmed track ends after this many seconds unseen (any frame rate)"
+    )
+    half_life_s: float = Field(
+        0.5, gt=0.0, le=60.0, description="half-life of the per-track exponential smoothing of the probabilities"
+    )
+    label_switch_margin: float = Field(
+        0.1, ge=0.0, le=1.0, description="the smoothed label changes only when another class leads by more than this"
+    )
+    min_face_px: int = Field(
+        24, ge=0, le=4096, description="faces whose shorter box side is below this are not classified "
+        "(skipped: too_small); 0 = off"
+    )
+    blur_threshold: float = Field(
+        0.0, ge=0.0, le=100000.0, description="faces whose Laplacian variance (64x64 grayscale) is below this are "
+        "not classified (skipped: blurry); 0 = off"
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "plain", "journal"] = Field(
@@ -169,6 +203,7 @@ class Settings(BaseSettings):
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
