@@ -23,4 +23,9 @@ if [[ -f "$ACW/manifest.json" ]]; then
     "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --repeat 100 \
         --compare "detector=$ACW" "detector=$DET"
 fi
+if [[ -f models/detector/acwface-deploy/manifest.json && -f "$ACW/manifest.json" ]]; then
+    # The Hailo deploy form (raw heads, no DeformConv, fixed 640x384) on ONNX Runtime vs the DCN model.
+    "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --repeat 100 \
+        --compare "detector=models/detector/acwface-deploy" "detector=$ACW"
+fi
 "${BENCH[@]}" report
