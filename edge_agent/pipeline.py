@@ -6,6 +6,10 @@
         --bounded queue-->  publish thread (emotion message per frame, status every status_interval_s)
 
 Every frame that reaches the inference thread produces exactly one emotion message (also with zero faces).
+Faces failing the quality gates (edge_agent.quality) are not classified; with ``tracking.enabled`` the publish
+thread runs the face tracker (edge_agent.tracking) over the capture timestamps, adds track ids and smoothed
+expressions to the faces and publishes track events (``events.v1.<camera_id>``; on a natural end of the source
+every live track ends before the final status message).
 Per-stage durations and capture -> publish latency go into fixed-size rings (edge_agent.stats) whose
 percentiles are published on the status topic. A stage thread never dies silently: its exception is logged and
 reported by :meth:`Pipeline.health` (``error``), and the service decides what to do.
@@ -27,6 +31,7 @@ from edge_agent.engine import Engine, build_engine
 from edge_agent.frames import Detections, Expressions, Frame
 from edge_agent.messages import (
     EmotionMessage,
+    EventMessage,
     FaceMessage,
     LatencyPercentiles,
     ModelIds,
@@ -34,12 +39,15 @@ from edge_agent.messages import (
     StatusMessage,
     emotion_topic,
     encode,
+    events_topic,
     status_topic,
 )
 from edge_agent.publisher import Publisher, open_publisher
+from edge_agent.quality import SkipReason, expand, skip_reasons, subset
 from edge_agent.settings import Settings
 from edge_agent.sources import FrameSource, open_source
 from edge_agent.stats import RateCounter, StageLatencies
+from edge_agent.tracking import FaceTrack, Tracker, TrackerConfig, TrackEvent
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +73,47 @@ class _Result:
     detections: Detections
     expressions: Expressions
     times: dict[str, float]
+    skipped: tuple[SkipReason | None, ...] = ()  # per face (empty: every face was classified)
 
 
-def face_messages(dets: Detections, expr: Expressions) -> list[FaceMessage]:
-    """Detections + class probabilities -> wire faces (rounded for compact JSON)."""
+def _probs_dict(labels: tuple[str, ...], probs: Any) -> dict[str, float]:
+    return {lab: round(min(max(float(p), 0.0), 1.0), 4) for lab, p in zip(labels, probs, strict=True)}
+
+
+def face_messages(dets: Detections, expr: Expressions, skipped: tuple[SkipReason | None, ...] = (),
+                  tracks: list[FaceTrack] | None = None) -> list[FaceMessage]:
+    """Detections + class probabilities (+ skip reasons, + track states) -> wire faces (rounded for compact
+    JSON). A face with a skip reason gets no label/confidence/probs."""
     faces: list[FaceMessage] = []
     for i in range(len(dets)):
+        reason = skipped[i] if skipped else None
+        track = tracks[i] if tracks is not None else None
         probs = expr.probs[i]
         k = int(np.argmax(probs))
         faces.append(FaceMessage(
             box=tuple(round(float(v), 1) for v in dets.boxes[i]),
             score=round(min(max(float(dets.scores[i]), 0.0), 1.0), 4),
             landmarks=tuple((round(float(x), 1), round(float(y), 1)) for x, y in dets.landmarks[i]),
-            label=expr.labels[k],
-            confidence=round(min(float(probs[k]), 1.0), 4),
-            probs={lab: round(min(max(float(p), 0.0), 1.0), 4) for lab, p in zip(expr.labels, probs, strict=True)},
+            label=None if reason else expr.labels[k],
+            confidence=None if reason else round(min(float(probs[k]), 1.0), 4),
+            probs=None if reason else _probs_dict(expr.labels, probs),
+            skipped=reason,
+            track_id=track.track_id if track else None,
+            smoothed=_probs_dict(expr.labels, track.smoothed) if track and track.smoothed is not None else None,
+            smoothed_label=track.smoothed_label if track else None,
         ))
     return faces
+
+
+def tracker_from_settings(settings: Settings, labels: tuple[str, ...]) -> Tracker | None:
+    """The face tracker ``tracking`` asks for, or None when tracking is off."""
+    t = settings.tracking
+    if not t.enabled:
+        return None
+    return Tracker(labels, TrackerConfig(
+        iou_threshold=t.iou_threshold, centre_distance=t.centre_distance, min_hits=t.min_hits,
+        max_age_s=t.max_age_s, half_life_s=t.half_life_s, label_switch_margin=t.label_switch_margin,
+    ))
 
 
 class Pipeline:
@@ -96,6 +128,9 @@ class Pipeline:
         self.on_published: Callable[[int], None] | None = None
         self._emotion_topic = emotion_topic(self.camera_id)
         self._status_topic = status_topic(self.camera_id)
+        self._events_topic = events_topic(self.camera_id)
+        self._tracker = tracker_from_settings(settings, engine.classifier.labels)
+        self._last_frame: Frame | None = None  # the last published frame (end events at the source's end)
         self._results: queue.Queue[_Result | object] = queue.Queue(maxsize=_RESULT_QUEUE_SIZE)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -196,6 +231,7 @@ class Pipeline:
 
     def _infer_loop(self) -> None:
         detector, classifier = self.engine.detector, self.engine.classifier
+        gates = self.settings.tracking
         while not self._stop.is_set():
             frame = self.source.read(timeout=_POLL_S)
             if frame is None:
@@ -205,9 +241,16 @@ class Pipeline:
                 continue
             t_deq = time.monotonic()
             dets, t_det = detector.detect_timed(frame.image)
-            expr, t_cls = classifier.classify_timed(frame.image, dets)
+            skipped = tuple(skip_reasons(frame.image, dets, gates.min_face_px, gates.blur_threshold))
+            keep = [i for i, reason in enumerate(skipped) if reason is None]
+            if len(keep) == len(dets):
+                expr, t_cls = classifier.classify_timed(frame.image, dets)
+                skipped = ()
+            else:  # the classifier never sees a skipped face
+                part, t_cls = classifier.classify_timed(frame.image, subset(dets, keep))
+                expr = expand(part, keep, len(dets))
             times = {"capture_queue": t_deq - frame.t_capture, **t_det, **t_cls}
-            self._put(_Result(frame, dets, expr, times))
+            self._put(_Result(frame, dets, expr, times, skipped))
 
     def _put(self, item: _Result | object) -> None:
         while not self._stop.is_set():
@@ -227,6 +270,7 @@ class Pipeline:
             except queue.Empty:
                 item = None
             if item is _END:
+                self._end_tracks()
                 with self._lock:
                     self._ended = True
                     self._state = "ended"
@@ -242,6 +286,11 @@ class Pipeline:
     def _publish(self, r: _Result) -> None:
         t0 = time.monotonic()
         frame = r.frame
+        tracks: list[FaceTrack] | None = None
+        events: list[TrackEvent] = []
+        if self._tracker is not None:
+            probs = [None if r.skipped and r.skipped[i] else r.expressions.probs[i] for i in range(len(r.detections))]
+            tracks, events = self._tracker.update(frame.t_capture, r.detections.boxes, probs)
         msg = EmotionMessage(
             camera_id=self.camera_id,
             seq=frame.seq,
@@ -251,9 +300,11 @@ class Pipeline:
             latency_ms=round((t0 - frame.t_capture) * 1000.0, 3),
             size=(frame.width, frame.height),
             backend=self.engine.backend_kind,
-            faces=face_messages(r.detections, r.expressions),
+            faces=face_messages(r.detections, r.expressions, r.skipped, tracks),
         )
         self.publisher.send(self._emotion_topic, encode(msg))
+        self._last_frame = frame
+        self._send_events(events, frame)
         t1 = time.monotonic()
         has_faces = len(r.detections) > 0
         for stage, seconds in r.times.items():
@@ -289,6 +340,32 @@ class Pipeline:
             publish_drops=self.publisher.dropped,
             latency_ms={k: LatencyPercentiles(**v) for k, v in self._latency.snapshot().items()},
         )
+
+    def _send_events(self, events: list[TrackEvent], frame: Frame) -> None:
+        labels = self.engine.classifier.labels
+        for ev in events:
+            msg = EventMessage(
+                camera_id=self.camera_id,
+                event=ev.kind,
+                track_id=ev.track_id,
+                t=frame.t_wall + (ev.t - frame.t_capture),  # the tracker's monotonic clock -> wall clock
+                seq=frame.seq,
+                box=tuple(round(v, 1) for v in ev.box),
+                label=ev.label,
+                previous_label=ev.previous_label,
+                duration_s=None if ev.duration_s is None else round(ev.duration_s, 3),
+                dominant=ev.dominant,
+                mean_probs=None if ev.mean_probs is None else _probs_dict(labels, ev.mean_probs),
+            )
+            self.publisher.send(self._events_topic, encode(msg))
+            log.debug("track %d %s (%s)", ev.track_id, ev.kind, ev.label)
+
+    def _end_tracks(self) -> None:
+        """The source ended: end every live track (at the last frame's time)."""
+        if self._tracker is None or self._last_frame is None:
+            return
+        frame = self._last_frame
+        self._send_events(self._tracker.flush(frame.t_capture), frame)
 
     def _send_status(self) -> None:
         self.publisher.send(self._status_topic, encode(self.status_message()))

@@ -3,7 +3,9 @@
 Use it as a library (``Subscriber(endpoint).receive(timeout)`` -> ``(topic, message)``) or through
 ``edge-agent subscribe``. Lines look like::
 
-    cam0 #812 2 faces | happy 0.91 [250,61,373,220] | neutral 0.55 [402,80,470,171] | 23.1 ms
+    cam0 #812 2 faces | id 3 happy 0.91 ~happy [250,61,373,220] | neutral 0.55 [402,80,470,171] | 23.1 ms
+    cam0 #813 1 face | too_small [20,40,38,61] | 22.8 ms
+    cam0 event end id 3 | 21.5 s, dominant happy | last happy [250,61,373,220]
     cam0 status running | onnx | in 25.0 fps, out 24.9 fps | published 812, drops 1 | e2e p50 16.0 p95 20.8 ms
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 import zmq
 
-from edge_agent.messages import EmotionMessage, StatusMessage, WireMessage, decode
+from edge_agent.messages import EmotionMessage, EventMessage, FaceMessage, StatusMessage, WireMessage, decode
 from edge_agent.security import CurveClientKeys
 
 
@@ -86,9 +88,28 @@ def _box(b: Sequence[float]) -> str:
 def format_emotion(msg: EmotionMessage) -> str:
     n = len(msg.faces)
     parts = [f"{msg.camera_id} #{msg.seq} {n} face{'' if n == 1 else 's'}"]
-    parts += [f"{f.label} {f.confidence:.2f} {_box(f.box)}" for f in msg.faces]
+    parts += [_face(f) for f in msg.faces]
     parts.append(f"{msg.latency_ms:.1f} ms")
     return " | ".join(parts)
+
+
+def _face(f: FaceMessage) -> str:
+    """``id 3 happy 0.91 ~happy [box]``: track id (if confirmed), per-frame label, ~smoothed label (if any);
+    a skipped face shows the reason instead of a label."""
+    track = f"id {f.track_id} " if f.track_id is not None else ""
+    what = f.skipped if f.skipped is not None else f"{f.label} {(f.confidence or 0.0):.2f}"
+    smooth = f" ~{f.smoothed_label}" if f.smoothed_label is not None else ""
+    return f"{track}{what}{smooth} {_box(f.box)}"
+
+
+def format_event(msg: EventMessage) -> str:
+    head = f"{msg.camera_id} event {msg.event} id {msg.track_id}"
+    if msg.event == "update":
+        return f"{head} | {msg.previous_label} -> {msg.label} {_box(msg.box)}"
+    if msg.event == "end":
+        dur = f"{msg.duration_s:.1f} s" if msg.duration_s is not None else "-"
+        return f"{head} | {dur}, dominant {msg.dominant} | last {msg.label} {_box(msg.box)}"
+    return f"{head} | {msg.label} {_box(msg.box)}"
 
 
 def format_status(msg: StatusMessage) -> str:
@@ -100,4 +121,8 @@ def format_status(msg: StatusMessage) -> str:
 
 
 def format_message(msg: WireMessage) -> str:
-    return format_emotion(msg) if isinstance(msg, EmotionMessage) else format_status(msg)
+    if isinstance(msg, EmotionMessage):
+        return format_emotion(msg)
+    if isinstance(msg, EventMessage):
+        return format_event(msg)
+    return format_status(msg)

@@ -130,7 +130,7 @@ def test_subscribe_prints_readable_lines(capsys: pytest.CaptureFixture[str]) -> 
     assert rc == 0
     lines = out.splitlines()
     assert len(lines) == 4
-    assert "cam0 #812 1 face | happy 0.91 [250,61,373,220] | 23.1 ms" in lines
+    assert "cam0 #812 2 faces | id 3 happy 0.91 ~happy [250,61,373,220] | too_small [20,40,38,61] | 23.1 ms" in lines
     assert any(ln.startswith("cam0 status running | onnx | in 25.0 fps, out 24.9 fps") for ln in lines)
 
 
