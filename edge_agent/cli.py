@@ -29,7 +29,7 @@ from edge_agent.assets import ASSETS, AssetError, cache_dir, fetch
 from edge_agent.backends.base import BackendError
 from edge_agent.errors import ExitCode, SourceError, exit_code_for
 from edge_agent.manifest import ManifestError
-from edge_agent.security import CurveClientKeys, client_keys, generate_keypair
+from edge_agent.security import CurveClientKeys, client_keys, generate_keypair, transport_mode
 from edge_agent.settings import ConfigError, SecuritySettings, effective_config_toml, load_settings
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ def run_overrides(source: str | None, backend: str | None, once: bool) -> dict[s
 def _run(args: argparse.Namespace) -> int:
     overrides = run_overrides(args.source, args.backend, args.once)
     settings = load_settings(args.config, overrides)
+    transport_mode(settings.publisher.endpoint, settings.security)  # refuse an exposed endpoint before loading
     from edge_agent.service import serve
 
     return serve(settings, config_file=args.config, once=args.once, overrides=overrides)
