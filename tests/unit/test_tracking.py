@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -234,7 +236,7 @@ def test_no_label_flicker_on_alternating_near_equal_probabilities() -> None:
         assert faces[0].smoothed_label is not None
         smoothed.append(faces[0].smoothed_label)
         updates += sum(e.kind == "update" for e in events)
-    assert sum(x != y for x, y in zip(per_frame, per_frame[1:])) == 59
+    assert sum(x != y for x, y in itertools.pairwise(per_frame)) == 59
     assert set(smoothed) == {"happy"} and updates == 0
     # without the margin, the short half-life would make the smoothed label flicker too
     tr0 = Tracker(LABELS, TrackerConfig(min_hits=1, half_life_s=0.1, label_switch_margin=0.0))
