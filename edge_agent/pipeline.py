@@ -43,7 +43,7 @@ from edge_agent.messages import (
     status_topic,
 )
 from edge_agent.publisher import Publisher, open_publisher
-from edge_agent.quality import SkipReason, expand, skip_reasons, subset
+from edge_agent.quality import SkipReason, classify_gated
 from edge_agent.settings import Settings
 from edge_agent.sources import FrameSource, open_source
 from edge_agent.stats import RateCounter, StageLatencies
@@ -241,14 +241,8 @@ class Pipeline:
                 continue
             t_deq = time.monotonic()
             dets, t_det = detector.detect_timed(frame.image)
-            skipped = tuple(skip_reasons(frame.image, dets, gates.min_face_px, gates.blur_threshold))
-            keep = [i for i, reason in enumerate(skipped) if reason is None]
-            if len(keep) == len(dets):
-                expr, t_cls = classifier.classify_timed(frame.image, dets)
-                skipped = ()
-            else:  # the classifier never sees a skipped face
-                part, t_cls = classifier.classify_timed(frame.image, subset(dets, keep))
-                expr = expand(part, keep, len(dets))
+            expr, t_cls, skipped = classify_gated(  # the classifier never sees a skipped face
+                classifier.classify_timed, frame.image, dets, gates.min_face_px, gates.blur_threshold)
             times = {"capture_queue": t_deq - frame.t_capture, **t_det, **t_cls}
             self._put(_Result(frame, dets, expr, times, skipped))
 

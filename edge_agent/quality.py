@@ -13,7 +13,7 @@ The size gate is checked first; the classifier is not called for a skipped face.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
 import cv2
@@ -79,3 +79,22 @@ def expand(expr: Expressions, keep: Sequence[int], n: int) -> Expressions:
     if len(keep):
         probs[np.asarray(keep, np.intp)] = expr.probs
     return Expressions(expr.labels, probs)
+
+
+Classify = Callable[[UInt8Image, Detections], tuple[Expressions, dict[str, float]]]
+
+
+def classify_gated(classify: Classify, image_bgr: UInt8Image, detections: Detections, min_face_px: float,
+                   blur_threshold: float) -> tuple[Expressions, dict[str, float], tuple[SkipReason | None, ...]]:
+    """Run ``classify`` (e.g. ``ExpressionClassifier.classify_timed``) on the faces that pass the gates only.
+
+    Returns probabilities for every face (zero rows for skipped ones), the classifier's stage times, and the
+    per-face skip reasons (empty tuple when no face was skipped).
+    """
+    skipped = tuple(skip_reasons(image_bgr, detections, min_face_px, blur_threshold))
+    keep = [i for i, reason in enumerate(skipped) if reason is None]
+    if len(keep) == len(detections):
+        expr, times = classify(image_bgr, detections)
+        return expr, times, ()
+    part, times = classify(image_bgr, subset(detections, keep))
+    return expand(part, keep, len(detections)), times, skipped
