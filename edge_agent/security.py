@@ -161,23 +161,29 @@ def check_allowed_clients_dir(path: Path, what: str = "security.allowed_clients_
     return keys
 
 
+def _load_certificate(path: Path, what: str) -> tuple[bytes, bytes | None]:
+    try:
+        return zmq.auth.load_certificate(path)
+    except PermissionError:
+        raise SecurityError(f"{what} {path}: permission denied; it must be owned by (or readable for) the user "
+                            "running edge-agent (e.g. `chown edge-agent: FILE`)") from None
+    except OSError as exc:
+        raise SecurityError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise SecurityError(f"{what} {path}: not a ZeroMQ certificate ({exc})") from None
+
+
 def load_public_key(path: Path, what: str = "public key file") -> bytes:
     """The Z85 public key in a ``.key`` (or ``.key_secret``) certificate file."""
     _mode(path, what)
-    try:
-        public, _secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise SecurityError(f"{what} {path}: not a ZeroMQ certificate ({exc})") from None
+    public, _secret = _load_certificate(path, what)
     return public
 
 
 def load_keypair(path: Path, what: str = "secret key file") -> tuple[bytes, bytes]:
     """``(public, secret)`` from a ``.key_secret`` certificate file, after the permission check."""
     check_secret_key_file(path, what)
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise SecurityError(f"{what} {path}: not a ZeroMQ certificate ({exc})") from None
+    public, secret = _load_certificate(path, what)
     if secret is None:
         raise SecurityError(f"{what} {path}: holds no secret key (a public .key file?); give the .key_secret file")
     return public, secret
