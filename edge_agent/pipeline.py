@@ -65,6 +65,7 @@ class Health:
     last_publish_monotonic: float  # time.monotonic() of the last emotion message, 0.0 before the first
     ended: bool  # a file source finished and every frame was published
     error: BaseException | None  # the exception that killed a stage thread
+    source_state: str = "running"  # the FrameSource's state; "reconnecting" while a live source is reopened
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,8 @@ class Pipeline:
 
     def health(self) -> Health:
         with self._lock:
-            return Health(self._state, self._published, self._last_publish, self._ended, self._error)
+            return Health(self._state, self._published, self._last_publish, self._ended, self._error,
+                          self.source.state)
 
     def stats(self) -> dict[str, Any]:
         """The status snapshot (the StatusMessage fields, JSON names) plus ``faces`` in the last frame."""

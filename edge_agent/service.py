@@ -4,8 +4,10 @@
 the main thread waits for signals and polls the pipeline's health a few times a second.
 
 - ``READY=1`` is sent only after the pipeline is built (source open, models loaded) and warmed up.
-- ``WATCHDOG=1`` is sent at half the watchdog interval *only while frames are being published*; a hung
-  camera or accelerator stops the pings and systemd restarts the service (``WatchdogSec=``).
+- ``WATCHDOG=1`` is sent at half the watchdog interval *only while frames are being published* or while a live
+  source that failed is being reopened with backoff (the capture thread is alive and retrying: a camera unplugged
+  for minutes must not turn into a systemd restart loop that gives up); a hung camera read or accelerator stops
+  the pings and systemd restarts the service (``WatchdogSec=``).
 - ``STATUS=`` carries a one-line state ("running: 24.8 fps, 1 face, backend onnx").
 - SIGTERM/SIGINT: ``STOPPING=1``, the pipeline stops (source, backends, socket closed), exit 0.
 - SIGHUP: the configuration is loaded again (same file, same command-line overrides); if it is invalid the
@@ -56,6 +58,9 @@ class HealthLike(Protocol):
     @property
     def error(self) -> BaseException | None: ...
 
+    @property
+    def source_state(self) -> str: ...
+
 
 class PipelineLike(Protocol):
     """The part of ``edge_agent.pipeline.Pipeline`` the service drives."""
@@ -96,9 +101,12 @@ class WatchdogFeeder:
         self.last_ping = now
         self.frames_at_ping = 0
 
-    def poll(self, frames_published: int, now: float) -> bool:
+    def poll(self, frames_published: int, now: float, reconnecting: bool = False) -> bool:
+        """True when a ping is due: a period has passed and frames were published (or the source is reconnecting)."""
         period = self.period_s
-        if period is None or now - self.last_ping < period or frames_published <= self.frames_at_ping:
+        if period is None or now - self.last_ping < period:
+            return False
+        if frames_published <= self.frames_at_ping and not reconnecting:
             return False
         self.last_ping = now
         self.frames_at_ping = frames_published
@@ -350,7 +358,7 @@ class Service:
                           "--once to end with exit 0 when it ends", health.frames_published)
                 return ExitCode.SOURCE_ERROR
             now = self.clock()
-            if feeder.poll(health.frames_published, now):
+            if feeder.poll(health.frames_published, now, reconnecting=health.source_state == "reconnecting"):
                 self.notifier.watchdog()
             if now >= next_status:
                 fps = meter.update(health.frames_published, now)

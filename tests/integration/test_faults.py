@@ -37,6 +37,7 @@ from edge_agent.engine import build_engine
 from edge_agent.messages import EmotionMessage, StatusMessage, decode
 from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import Publisher
+from edge_agent.service import WatchdogFeeder
 from edge_agent.settings import Settings, load_settings
 from edge_agent.sources import open_source
 
@@ -442,6 +443,7 @@ def test_camera_unplugged_and_replugged(models: dict[str, Path], video_frames: l
         time.sleep(1.5)  # several reopen attempts with growing delays
         during = run.collector.n_emotions()
         run.assert_alive()
+        assert run.pipeline.health().source_state == "reconnecting"  # what the service's watchdog reads
         opens_unplugged = cam.failed_opens
         assert opens_unplugged >= 3
         cam.fail_opens = 2  # replugged, but the first two opens still fail (the device node is not ready yet)
@@ -457,6 +459,17 @@ def test_camera_unplugged_and_replugged(models: dict[str, Path], video_frames: l
     assert all(len(m.faces) == 1 for m in emotions)  # real frames, one face each, before and after
     text = caplog.text
     assert "read failed; reconnecting" in text and "reconnect failed" in text and "reconnected (reconnect #1)" in text
+
+
+def test_watchdog_keeps_pinging_while_the_source_reconnects() -> None:
+    """An unplugged camera being reopened with backoff is handled, not hung: systemd must not restart the service
+    (a restart would fail to open the absent camera and end in a restart loop that systemd gives up on)."""
+    feeder = WatchdogFeeder(interval_s=10.0, last_ping=0.0)
+    assert feeder.poll(frames_published=5, now=5.0)  # frames flowing
+    assert not feeder.poll(frames_published=5, now=10.0)  # no new frame, source "running": a hang, no ping
+    assert feeder.poll(frames_published=5, now=10.0, reconnecting=True)  # reconnecting: alive
+    assert not feeder.poll(frames_published=5, now=12.0, reconnecting=True)  # still at most one ping per period
+    assert feeder.poll(frames_published=9, now=15.1)  # frames again after the reconnect
 
 
 # -- corrupt video files through the real CLI ------------------------------------------------------------------

@@ -37,6 +37,7 @@ class Health:
     last_publish_monotonic: float
     ended: bool
     error: BaseException | None
+    source_state: str = "running"
 
 
 class StandInPipeline:
