@@ -12,13 +12,15 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import zmq
+from pydantic import BaseModel
 
+from edge_agent import messages
 from edge_agent.cli import main as cli_main
-from edge_agent.messages import EmotionMessage, StatusMessage, encode, example_emotion, example_status
+from edge_agent.messages import WireMessage, encode, example_emotion
 from edge_agent.publisher import Publisher, open_publisher
 from edge_agent.security import (
     SecurityError,
@@ -335,8 +337,9 @@ def _check_schema(node: dict[str, Any], defs: dict[str, Any], path: str) -> None
         assert typ in ("number", "integer", "boolean", "null", "string"), f"{path}: unexpected schema type {typ!r}"
 
 
-@pytest.mark.parametrize("model", [EmotionMessage, StatusMessage])
-def test_wire_schema_cannot_carry_image_bytes(model: type[EmotionMessage] | type[StatusMessage]) -> None:
+@pytest.mark.parametrize("model", get_args(WireMessage), ids=lambda m: m.__name__)
+def test_wire_schema_cannot_carry_image_bytes(model: type[BaseModel]) -> None:
+    """Every message type on the wire (WireMessage: emotion, status, events, and any added later)."""
     schema = model.model_json_schema(by_alias=True)
     _check_schema(schema, schema.get("$defs", {}), model.__name__)
     assert schema.get("additionalProperties") is False  # extra="forbid": no field can be smuggled in
@@ -364,15 +367,20 @@ def assert_no_image_payload(payload: bytes) -> None:
 
 
 def test_example_messages_hold_numbers_and_short_texts_only() -> None:
-    for msg in (example_emotion(), example_status()):
+    examples: list[Any] = []
+    for name in dir(messages):
+        if name.startswith("example_"):
+            made = getattr(messages, name)()
+            examples += made if isinstance(made, list) else [made]
+    assert len(examples) >= 2
+    for msg in examples:
+        assert isinstance(msg, get_args(WireMessage))
         assert_no_image_payload(encode(msg))
     with pytest.raises(AssertionError, match="base64"):
         assert_no_image_payload(b'{"label": "' + b"QUJD" * 20 + b'"}')
 
 
 def test_schema_check_catches_image_carrying_fields() -> None:
-    from pydantic import BaseModel
-
     class WithBytes(BaseModel):
         jpeg: bytes
 
