@@ -103,13 +103,15 @@ def _face(f: FaceMessage) -> str:
 
 
 def format_event(msg: EventMessage) -> str:
+    """``cam0 event end id 3 | 21.5 s, dominant happy | last happy [box]`` ("-": never classified)."""
     head = f"{msg.camera_id} event {msg.event} id {msg.track_id}"
+    label = msg.label or "-"
     if msg.event == "update":
-        return f"{head} | {msg.previous_label} -> {msg.label} {_box(msg.box)}"
+        return f"{head} | {msg.previous_label or '-'} -> {label} {_box(msg.box)}"
     if msg.event == "end":
         dur = f"{msg.duration_s:.1f} s" if msg.duration_s is not None else "-"
-        return f"{head} | {dur}, dominant {msg.dominant} | last {msg.label} {_box(msg.box)}"
-    return f"{head} | {msg.label} {_box(msg.box)}"
+        return f"{head} | {dur}, dominant {msg.dominant or '-'} | last {label} {_box(msg.box)}"
+    return f"{head} | {label} {_box(msg.box)}"
 
 
 def format_status(msg: StatusMessage) -> str:
