@@ -251,3 +251,17 @@ def test_update_event_when_the_smoothed_label_changes() -> None:
         _, events = step(tr, i / 10, [box(100)], [NEUTRAL if i < 10 else HAPPY])
         kinds += [(e.kind, e.previous_label, e.label) for e in events]
     assert kinds == [("new", None, "neutral"), ("update", "neutral", "happy")]
+
+
+def test_tracker_from_settings() -> None:
+    from edge_agent.pipeline import tracker_from_settings
+    from edge_agent.settings import ConfigError, load_settings
+
+    s = load_settings(None, {"tracking.min_hits": 5, "tracking.half_life_s": 2.0, "tracking.max_age_s": 0.25})
+    tr = tracker_from_settings(s, LABELS)
+    assert tr is not None and tr.labels == LABELS
+    assert (tr.config.min_hits, tr.config.half_life_s, tr.config.max_age_s) == (5, 2.0, 0.25)
+    assert tracker_from_settings(load_settings(None, {"tracking.enabled": False}), LABELS) is None
+    for key, bad in (("tracking.half_life_s", 0), ("tracking.iou_threshold", 1.5), ("tracking.min_face_px", -1)):
+        with pytest.raises(ConfigError, match=key):
+            load_settings(None, {key: bad})
