@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -470,6 +471,83 @@ def test_watchdog_keeps_pinging_while_the_source_reconnects() -> None:
     assert feeder.poll(frames_published=5, now=10.0, reconnecting=True)  # reconnecting: alive
     assert not feeder.poll(frames_published=5, now=12.0, reconnecting=True)  # still at most one ping per period
     assert feeder.poll(frames_published=9, now=15.1)  # frames again after the reconnect
+
+
+class NotifyListener:
+    """An abstract AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET; keeps (arrival, message)."""
+
+    def __init__(self) -> None:
+        self.name = f"@edge-agent-faults-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(b"\0" + self.name[1:].encode())
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, str]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
+            except TimeoutError:
+                continue
+
+    def pings(self, start: float, end: float) -> int:
+        return sum(1 for t, m in list(self.messages) if start < t <= end and m == "WATCHDOG=1")
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.slow
+def test_daemon_under_a_watchdog_survives_a_long_stall(models: dict[str, Path], mjpeg: MjpegServer,
+                                                       tmp_path: Path) -> None:
+    """The real daemon with WatchdogSec=2: a stream silent for 6 s is reconnected without a watchdog restart."""
+    notify = NotifyListener()
+    endpoint = f"ipc://{tmp_path}/wd.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
+    env.update({
+        "NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "2000000",
+        "EDGE_AGENT_DETECTOR__MODEL": str(models["detector"]),
+        "EDGE_AGENT_CLASSIFIER__MODEL": str(models["classifier"]),
+        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
+        "EDGE_AGENT_SOURCE__READ_TIMEOUT_S": "1", "EDGE_AGENT_SOURCE__OPEN_TIMEOUT_S": "1",
+        "EDGE_AGENT_SOURCE__RECONNECT_INITIAL_S": "0.2", "EDGE_AGENT_SOURCE__RECONNECT_MAX_S": "0.8",
+    })
+    env.pop("WATCHDOG_PID", None)
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--source", mjpeg.url,
+                                 "--backend", "onnx"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(m.startswith("READY=1") for _, m in list(notify.messages)):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")
+            time.sleep(0.05)
+        time.sleep(2.0)
+        t_stall = time.monotonic()
+        mjpeg.stalled.set()
+        time.sleep(6.0)
+        t_resume = time.monotonic()
+        mjpeg.stalled.clear()
+        time.sleep(3.0)
+        assert proc.poll() is None, log_path.read_text(errors="replace")
+        # one ping per second (half of WatchdogSec) kept coming while the source was being reopened
+        assert notify.pings(t_stall + 2.0, t_resume) >= 3, notify.messages
+        assert notify.pings(t_resume + 1.0, time.monotonic()) >= 1  # and with frames again afterwards
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+    text = log_path.read_text(errors="replace")
+    assert "read failed; reconnecting" in text and "reconnected (reconnect #1)" in text
+    assert "Traceback" not in text
 
 
 # -- corrupt video files through the real CLI ------------------------------------------------------------------
