@@ -111,6 +111,12 @@ def _header(args: argparse.Namespace, frames: FrameSet) -> dict[str, Any]:
     }
 
 
+def model_facts(proc: FrameProcessor) -> dict[str, dict[str, str]]:
+    """model_id, sha256 and format of the two artifacts a result was measured with."""
+    return {role: {"model_id": a.manifest.model_id, "sha256": a.manifest.sha256, "format": a.manifest.format}
+            for role, a in (("detector", proc.detector_artifact), ("classifier", proc.classifier_artifact))}
+
+
 def source_tag(source: str) -> str:
     """Short name of a source for result names: the file/folder name, sample name, synthetic4, camera0."""
     if source.startswith(("sample:", "synthetic:")):
@@ -144,6 +150,7 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             sa, sb = run_interleaved(ra, rb, warmup=args.warmup, repeat=args.repeat, block=args.block,
                                      progress=prog.update)
             summ_a, summ_b = sa.summary(), sb.summary()
+            summ_a["models"], summ_b["models"] = model_facts(proc_a), model_facts(proc_b)
             if not args.no_efficiency:
                 summ_a["efficiency"] = efficiency(proc_a, frames, summ_a)
                 summ_b["efficiency"] = efficiency(proc_b, frames, summ_b)
@@ -171,6 +178,7 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         samples = runner.run(args.warmup, args.repeat, _progress(args, base.name(), args.repeat).update)
         runner.close()
         summary = samples.summary()
+        summary["models"] = model_facts(proc)
     finally:
         proc.close()
     summary["pipelined"] = run_pipelined(base, source, args.pipeline_seconds)

@@ -70,6 +70,7 @@ def test_speed_json_on_real_models(tmp_path: Path, shipped_model: Callable[[str]
         assert s["n"] >= 1
     assert res["fps_sequential"] > 0
     assert res["faces_per_frame"] > 0.5  # the sample video shows one face
+    assert res["models"]["detector"]["model_id"] == "retinaface-mnet025"
     eff = res["efficiency"]
     assert eff["gflop_per_frame"] > 0.5  # RetinaFace-0.25 is ~1 GFLOP at 640
     assert eff["fraction_of_peak"] > 0
