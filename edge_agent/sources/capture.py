@@ -132,6 +132,7 @@ class OpenCvCapture:
         self._pending: UInt8Image | None = None  # a file's first frame, decoded during open()
         self._frame_count = 0.0  # a file's reported frame count (0 when unknown)
         self.corrupt_reads = 0  # failed reads of a file that were skipped (corrupt or undecodable packets)
+        self._short_end_logged = False
 
     @property
     def fps(self) -> float:
@@ -252,8 +253,12 @@ class OpenCvCapture:
                             self.spec.display, attempt, int(position))
                 return got
         self.corrupt_reads += FILE_READ_RETRIES
-        log.warning("%s: no frame decodes after frame %d of %d (%d reads failed: truncated or corrupt file); "
-                    "ending it here", self.spec.display, int(position), int(self._frame_count), FILE_READ_RETRIES)
+        # once per capture at WARNING: a looping file that is short of its reported count would repeat it forever
+        log.log(logging.INFO if self._short_end_logged else logging.WARNING,
+                "%s: no frame decodes after frame %d of the %d the container reports (%d reads failed: truncated "
+                "or corrupt file, or a wrong frame count); ending it here", self.spec.display, int(position),
+                int(self._frame_count), FILE_READ_RETRIES)
+        self._short_end_logged = True
         return None
 
     def close(self) -> None:
