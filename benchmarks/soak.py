@@ -229,7 +229,9 @@ def summarize_soak(r: RunResult, warmup_frames: int) -> dict[str, Any]:
 
 def _status_summary(st: dict[str, Any]) -> dict[str, Any]:
     lat = st.get("latency_ms", {})
+    uptime = float(st.get("uptime_s") or 0.0)
     return {
+        "fps_mean": round(int(st.get("frames_published", 0)) / uptime, 2) if uptime > 0 else None,  # since start()
         "fps_out": st.get("fps_out"),
         "frames_published": st.get("frames_published"),
         "drops": st.get("drops"),
@@ -282,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                             "wall_s": r.wall_s})
             out["scenarios"][name] = summary
             lat = summary["latency_ms"].get("end_to_end", {})
-            print(f"{name:14s} fps_out {summary['fps_out']}  e2e p50 {lat.get('p50')} p95 {lat.get('p95')} ms  "
+            print(f"{name:14s} fps_mean {summary['fps_mean']} fps_out {summary['fps_out']}  "
+                  f"e2e p50 {lat.get('p50')} p95 {lat.get('p95')} ms  "
                   f"publish_drops {summary['publish_drops']}  exit {r.exit_code}", flush=True)
         out["machine"]["loadavg_at_end"] = os.getloadavg()
         print(_write("subscribers", out, args.out))
