@@ -39,8 +39,8 @@ from edge_agent.messages import EmotionMessage, StatusMessage, decode
 from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import Publisher
 from edge_agent.service import WatchdogFeeder
-from edge_agent.settings import Settings, load_settings
-from edge_agent.sources import open_source
+from edge_agent.settings import Settings, SourceSettings, load_settings
+from edge_agent.sources import OpenCvCapture, open_source
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DETECTOR = "detector/acwface-dcn"
@@ -597,6 +597,41 @@ def _run_cli_once(models: dict[str, Path], video: Path, tmp_path: Path) -> tuple
     finally:
         collector.close()
     return proc, collector
+
+
+def test_file_source_reads_past_corrupt_packets(asset: Callable[[str], Path], tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The source alone (no models): a garbled copy yields every decodable frame; the skips are logged."""
+    caplog.set_level(logging.INFO, logger="edge_agent.sources")
+    broken = tmp_path / "garbled.mp4"
+    _garble(asset("WolfgangLanger_Pexels.mp4"), broken, (0.3, 0.5, 0.7), 20000)
+    src = open_source(SourceSettings(uri=str(broken), pace="fast"), queue_size=8)
+    try:
+        frames = list(src.frames(timeout=5.0))
+    finally:
+        src.close()
+    assert len(frames) == _decodable_frames(broken) and src.state == "ended"
+    assert [f.frame_id for f in frames] == list(range(len(frames)))
+    assert isinstance(src.capture, OpenCvCapture) and src.capture.corrupt_reads > 0
+    assert caplog.text.count("undecodable packet(s)") >= 2  # more than one damaged region was passed
+
+
+def test_file_short_of_its_reported_count_ends_normally(asset: Callable[[str], Path],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """no_face.mp4's container reports 98 frames; 95 decode (plain OpenCV agrees). A loop warns once."""
+    caplog.set_level(logging.INFO, logger="edge_agent.sources")
+    video = asset("no_face.mp4")
+    expected = _decodable_frames(video)
+    src = open_source(SourceSettings(uri=str(video), pace="fast", loop=True), queue_size=8)
+    try:
+        frames = [src.read(timeout=5.0) for _ in range(3 * expected + 5)]
+    finally:
+        src.close()
+    assert all(f is not None for f in frames)
+    ids = [f.frame_id for f in frames if f is not None]
+    assert ids[:expected] == list(range(expected)) and ids[expected] == 0  # looped after the last decodable frame
+    short = [r for r in caplog.records if "ending it here" in r.getMessage()]
+    assert len(short) >= 3 and [r.levelno for r in short].count(logging.WARNING) == 1
 
 
 @pytest.mark.slow
