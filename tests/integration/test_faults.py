@@ -651,8 +651,12 @@ def test_corrupt_video_file_publishes_what_decodes_to_the_end(damage: str, model
     assert "Traceback" not in proc.stderr
     emotions = col.emotions
     _assert_ordered(emotions)
-    assert len(emotions) == expected  # every frame that decodes is published, including those after the damage
-    assert [m.frame_id for m in emotions] == list(range(expected))
+    # Every frame that decodes is published, including those after the damage: the daemon's own count says so.
+    # The SUB may join a few frames late on a loaded machine (ZeroMQ's slow joiner: the PUB binds only after the
+    # models load, ~10 ms before the first frame); from the first frame it saw, it must see every frame to the end.
+    late = expected - len(emotions)
+    assert 0 <= late <= 5, (late, expected)
+    assert [m.frame_id for m in emotions] == list(range(late, expected))
     final = col.statuses[-1]
     assert final.state == "ended" and final.frames_published == expected == final.frames_captured
     if damage == "garbled":
