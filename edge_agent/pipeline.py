@@ -149,19 +149,24 @@ class Pipeline:
     # -- construction --------------------------------------------------------------------------------------
     @classmethod
     def from_settings(cls, settings: Settings) -> Pipeline:
-        """Load the models, open the source and bind the publisher (closing what was opened if a step fails).
+        """Bind the publisher, load the models and open the source (closing what was opened if a step fails).
 
-        Raises ConfigError, ManifestError, SourceError, BackendError or PublisherError.
+        The publisher binds first: an endpoint problem fails before the models load, and subscribers that are
+        already waiting get the model-loading time to join, so they don't miss the first frames (ZeroMQ's slow
+        joiner). Raises ConfigError, ManifestError, SourceError, BackendError or PublisherError.
         """
-        engine = build_engine(settings)
+        publisher = open_publisher(settings.publisher, settings.security)
+        engine: Engine | None = None
         source: FrameSource | None = None
         try:
+            engine = build_engine(settings)
             source = open_source(settings.source, queue_size=settings.pipeline.queue_size)
-            publisher = open_publisher(settings.publisher, settings.security)
         except BaseException:
             if source is not None:
                 source.close()
-            engine.close()
+            if engine is not None:
+                engine.close()
+            publisher.close()
             raise
         return cls(settings, engine, source, publisher)
 
