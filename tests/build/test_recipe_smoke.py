@@ -80,3 +80,22 @@ def test_classifier_artifact(smoke_out: Path) -> None:
     expr = ExpressionClassifier(art, OnnxBackend(art.path, intra_op_threads=1)).classify(img, dets)  # type: ignore[arg-type]
     assert expr.probs.shape == (len(dets), 7)
     np.testing.assert_allclose(expr.probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_full_run_schedule_matches_the_shipped_cards(tmp_path: Path) -> None:
+    from build.recipe import DETECTOR_STAGES, RecipeConfig, detector_argv
+
+    cfg = RecipeConfig(out=tmp_path, work=tmp_path / "_runs")
+    argvs = {s.name: detector_argv(s, cfg) for s in DETECTOR_STAGES}
+
+    def opt(name: str, flag: str) -> str:
+        a = argvs[name]
+        return a[a.index(flag) + 1]
+
+    assert [opt(n, "--steps") for n in ("dcn1", "dcn2", "deploy")] == ["300", "1200", "400"]
+    assert [opt(n, "--mosaic") for n in ("dcn1", "dcn2", "deploy")] == ["0.0", "0.5", "0.5"]
+    assert [float(opt(n, "--lr")) for n in ("dcn1", "dcn2", "deploy")] == [1e-3, 5e-4, 3e-4]
+    assert "--init" not in argvs["dcn1"]  # stage 1 starts from the teacher
+    assert opt("dcn2", "--init").endswith("dcn1/student.pt") and opt("deploy", "--init").endswith("dcn2/student.pt")
+    assert opt("deploy", "--variant") == "acwface_deploy"
+    assert sum(float(opt(n, "--max-minutes")) for n in argvs) == pytest.approx(70.0)
