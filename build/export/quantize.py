@@ -162,6 +162,8 @@ def card(int8: ModelArtifact, fp32: ModelArtifact, settings: QuantSettings, cmp:
     rows = "\n".join(f"| {s} | {v['frames']} | {v['fp32']} | {v['int8']} | {v['matched']} |"
                      for s, v in cmp["per_source"].items())
     excl = m.metrics.get("quant_excluded_nodes", "none")
+    excl_text = "none" if excl == "none" else (
+        f"{excl} (DeformConv has no int8 kernel; those nodes stay float with dequantised inputs)")
     return f"""# {m.model_id}
 
 Static INT8 QDQ copy of `{fp32.manifest.model_id}` made by `{m.provenance.recipe}`
@@ -172,7 +174,7 @@ the daemon loads it exactly like the original.
   {settings.method} calibration on {settings.calib_frames} real frames of the detector's training media
   (never the held-out sources), each letterboxed by the daemon's `prepare` at
   {settings.calib_wh[0]}x{settings.calib_wh[1]}.
-- Not quantised: {excl} (DeformConv has no int8 kernel; those nodes stay float with dequantised inputs).
+- Not quantised: {excl_text}.
 
 ## Measured against the fp32 model
 
