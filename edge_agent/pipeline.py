@@ -1,11 +1,16 @@
-"""The running daemon's stages: capture -> inference -> publish, each on its own thread, overlapping.
+"""The running daemon's stages: capture -> detect -> classify -> publish, each on its own thread, overlapping.
 
 ::
 
-    capture thread (FrameSource)  --bounded drop-oldest queue-->  inference thread (detect + classify)
+    capture thread (FrameSource)  --bounded drop-oldest queue-->  inference thread (detector)
+        --bounded queue-->  classify thread (quality gates, crops, batched classifier)
         --bounded queue-->  publish thread (emotion message per frame, status every status_interval_s)
 
-Every frame that reaches the inference thread produces exactly one emotion message (also with zero faces).
+The detector of frame t+1 runs while frame t is cropped, classified and published, so on a multi-core CPU the
+frame rate is set by the slowest stage rather than by the sum of the stages (ONNX Runtime and most numpy/OpenCV
+work release the GIL). The queues between the stages block (with a bounded wait, so stop() stays prompt) rather
+than drop: frames are dropped only at the capture queue, where the source counts them. Every frame that reaches
+the inference thread produces exactly one emotion message (also with zero faces).
 Faces failing the quality gates (edge_agent.quality) are not classified; with ``tracking.enabled`` the publish
 thread runs the face tracker (edge_agent.tracking) over the capture timestamps, adds track ids and smoothed
 expressions to the faces and publishes track events (``events.v1.<camera_id>``; on a natural end of the source
@@ -53,7 +58,8 @@ log = logging.getLogger(__name__)
 
 _POLL_S: Final = 0.1  # every blocking wait in a stage thread is bounded by this, so stop() is prompt
 _RESULT_QUEUE_SIZE: Final = 4
-_END: Final = object()  # end-of-source marker on the result queue
+_DETECTED_QUEUE_SIZE: Final = 2  # detected frames waiting for the classifier: small, so latency stays low
+_END: Final = object()  # end-of-source marker, passed down the stage queues
 FLUSH_ON_END_S: Final = 1.0  # on a natural end, give queued messages this long to leave the socket
 _FACE_STAGES: Final = frozenset({"crop", "classifier"})  # sampled only for frames with at least one face
 
@@ -66,6 +72,13 @@ class Health:
     ended: bool  # a file source finished and every frame was published
     error: BaseException | None  # the exception that killed a stage thread
     source_state: str = "running"  # the FrameSource's state; "reconnecting" while a live source is reopened
+
+
+@dataclass(frozen=True)
+class _Detected:
+    frame: Frame
+    detections: Detections
+    times: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,7 @@ def tracker_from_settings(settings: Settings, labels: tuple[str, ...]) -> Tracke
 
 
 class Pipeline:
-    """Owns the engine, the source and the publisher, and the two stage threads between them."""
+    """Owns the engine, the source and the publisher, and the three stage threads between them."""
 
     def __init__(self, settings: Settings, engine: Engine, source: FrameSource, publisher: Publisher) -> None:
         self.settings = settings
@@ -132,6 +145,7 @@ class Pipeline:
         self._events_topic = events_topic(self.camera_id)
         self._tracker = tracker_from_settings(settings, engine.classifier.labels)
         self._last_frame: Frame | None = None  # the last published frame (end events at the source's end)
+        self._detected: queue.Queue[_Detected | object] = queue.Queue(maxsize=_DETECTED_QUEUE_SIZE)
         self._results: queue.Queue[_Result | object] = queue.Queue(maxsize=_RESULT_QUEUE_SIZE)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -182,6 +196,7 @@ class Pipeline:
             self._state = "running"
             self._threads = [
                 threading.Thread(target=self._guard, args=(self._infer_loop,), name="inference", daemon=True),
+                threading.Thread(target=self._guard, args=(self._classify_loop,), name="classify", daemon=True),
                 threading.Thread(target=self._guard, args=(self._publish_loop,), name="publish", daemon=True),
             ]
         self.source.start()
@@ -237,26 +252,38 @@ class Pipeline:
             self._stop.set()
 
     def _infer_loop(self) -> None:
-        detector, classifier = self.engine.detector, self.engine.classifier
-        gates = self.settings.tracking
+        detector = self.engine.detector
         while not self._stop.is_set():
             frame = self.source.read(timeout=_POLL_S)
             if frame is None:
                 if self.source.ended:
-                    self._put(_END)
+                    self._put(self._detected, _END)
                     return
                 continue
             t_deq = time.monotonic()
             dets, t_det = detector.detect_timed(frame.image)
-            expr, t_cls, skipped = classify_gated(  # the classifier never sees a skipped face
-                classifier.classify_timed, frame.image, dets, gates.min_face_px, gates.blur_threshold)
-            times = {"capture_queue": t_deq - frame.t_capture, **t_det, **t_cls}
-            self._put(_Result(frame, dets, expr, times, skipped))
+            self._put(self._detected, _Detected(frame, dets, {"capture_queue": t_deq - frame.t_capture, **t_det}))
 
-    def _put(self, item: _Result | object) -> None:
+    def _classify_loop(self) -> None:
+        classifier = self.engine.classifier
+        gates = self.settings.tracking
         while not self._stop.is_set():
             try:
-                self._results.put(item, timeout=_POLL_S)
+                item = self._detected.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if not isinstance(item, _Detected):  # _END
+                self._put(self._results, item)
+                return
+            expr, t_cls, skipped = classify_gated(  # the classifier never sees a skipped face
+                classifier.classify_timed, item.frame.image, item.detections, gates.min_face_px, gates.blur_threshold)
+            self._put(self._results, _Result(item.frame, item.detections, expr, {**item.times, **t_cls}, skipped))
+
+    def _put(self, q: queue.Queue[Any], item: object) -> None:
+        """Hand ``item`` to the next stage, waiting while it is full (bounded waits: stop() stays prompt)."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
                 return
             except queue.Full:
                 continue

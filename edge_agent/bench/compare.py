@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.bench.speed import StageRunner, StageSamples
+from edge_agent.bench.targets import e2e_fps
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ def _ratio(x: float, y: float) -> float | None:
 
 
 def ratios(summary_a: dict[str, Any], summary_b: dict[str, Any]) -> dict[str, Any]:
-    """A/B per stage for p50/p95/p99/mean, and for fps_sequential (and fps_pipelined when both have it)."""
+    """A/B per stage for p50/p95/p99/mean, for fps_sequential (and fps_pipelined when both have it), and for
+    the end-to-end fps (``fps_e2e``: each side's pipelined daemon fps when measured, else its sequential fps --
+    the reference pipeline has no daemon form, so its end-to-end rate is its sequential rate)."""
     out: dict[str, Any] = {"stages_ms": {}}
     sa, sb = summary_a["stages_ms"], summary_b["stages_ms"]
     for stage in sa:
@@ -57,4 +60,7 @@ def ratios(summary_a: dict[str, Any], summary_b: dict[str, Any]) -> dict[str, An
     pa, pb = summary_a.get("pipelined") or {}, summary_b.get("pipelined") or {}
     if pa.get("fps") and pb.get("fps"):
         out["fps_pipelined"] = _ratio(pa["fps"], pb["fps"])
+    (fa, kind_a), (fb, kind_b) = e2e_fps(summary_a), e2e_fps(summary_b)
+    out["fps_e2e"] = _ratio(fa, fb)
+    out["fps_e2e_kinds"] = [kind_a, kind_b]
     return out

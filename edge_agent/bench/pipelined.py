@@ -5,6 +5,10 @@ looping), publishing on a loopback TCP port; a subscriber counts the emotion mes
 ``latency_ms`` (capture -> start of publish on the daemon's monotonic clock). The first second is not counted.
 The daemon's own status snapshot at the end (drops, per-stage and ``end_to_end`` percentiles, which include the
 send) is stored beside the figures.
+
+A single photo (``sample:multi_face.jpg`` or an image file) is played to the daemon as an image folder of
+``PHOTO_COPIES`` links to it, looping (the capture thread decodes the JPEG for every frame, as it would for a
+camera's MJPEG); at native pace the folder plays at ``PHOTO_FPS``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from edge_agent.stats import percentiles_ms
 log = logging.getLogger(__name__)
 
 SETTLE_S = 1.0
+PHOTO_COPIES = 100
+PHOTO_FPS = 30.0
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def _free_port() -> int:
@@ -39,6 +46,29 @@ def daemon_source(source: str) -> str | None:
     if source.startswith("synthetic:"):
         return None
     return source
+
+
+def photo_path(source: str) -> Path | None:
+    """The image file a bench source names (``sample:NAME.jpg`` or a path), or None for other sources."""
+    if source.startswith("sample:"):
+        name = source.split(":", 1)[1]
+        if not name.lower().endswith(_IMAGE_SUFFIXES):
+            return None
+        from edge_agent.assets import fetch
+
+        return fetch(name)
+    path = Path(source)
+    return path if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file() else None
+
+
+def photo_folder(photo: Path, folder: Path, copies: int = PHOTO_COPIES) -> Path:
+    """Fill ``folder`` with ``copies`` symbolic links to ``photo`` (an image-folder source repeating it)."""
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(copies):
+        (folder / f"{i:05d}{photo.suffix.lower()}").symlink_to(photo.resolve())
+    return folder
 
 
 def overrides_for(cfg: BenchConfig, source_uri: str, endpoint: str) -> dict[str, Any]:
@@ -64,7 +94,8 @@ def overrides_for(cfg: BenchConfig, source_uri: str, endpoint: str) -> dict[str,
     return o
 
 
-def _run_once(cfg: BenchConfig, uri: str, seconds: float, pace: str) -> dict[str, Any]:
+def _run_once(cfg: BenchConfig, uri: str, seconds: float, pace: str,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from edge_agent.pipeline import Pipeline
     from edge_agent.settings import load_settings
 
@@ -72,7 +103,7 @@ def _run_once(cfg: BenchConfig, uri: str, seconds: float, pace: str) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp) / "bench.toml"
         empty.write_text("", encoding="utf-8")
-        settings = load_settings(empty, {**overrides_for(cfg, uri, endpoint), "source.pace": pace})
+        settings = load_settings(empty, {**overrides_for(cfg, uri, endpoint), "source.pace": pace, **(extra or {})})
     pipe = Pipeline.from_settings(settings)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
@@ -135,10 +166,22 @@ def run_pipelined(cfg: BenchConfig, source: str, seconds: float) -> dict[str, An
         import edge_agent.pipeline  # noqa: F401
     except ImportError as exc:
         return {"skipped": f"edge_agent.pipeline is not available ({exc})"}
-    fast = _run_once(cfg, uri, seconds, "fast")
+    photo = photo_path(source)
+    if photo is None:
+        return _run_both(cfg, uri, seconds)
+    with tempfile.TemporaryDirectory(prefix="edge-bench-photo-") as tmp:
+        folder = photo_folder(photo, Path(tmp) / "frames")
+        out = _run_both(cfg, str(folder), seconds, {"source.folder_fps": PHOTO_FPS})
+    if "source" in out:
+        out["source"] = f"{source} x {PHOTO_COPIES} (image folder, looping; native pace {PHOTO_FPS:g} fps)"
+    return out
+
+
+def _run_both(cfg: BenchConfig, uri: str, seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    fast = _run_once(cfg, uri, seconds, "fast", extra)
     if fast["messages"] == 0:
         return {"skipped": "no emotion message arrived from the daemon", "throughput_run": fast}
-    live = fast if uri.isdigit() or uri.startswith("/dev/video") else _run_once(cfg, uri, seconds, "native")
+    live = fast if uri.isdigit() or uri.startswith("/dev/video") else _run_once(cfg, uri, seconds, "native", extra)
     return {
         "fps": fast["fps"],
         "latency_ms": live["latency_ms"],

@@ -82,11 +82,21 @@ def ratio_table(ratio: dict[str, Any], name_a: str, name_b: str) -> str:
     rows.append(f"fps_sequential A/B: {ratio['fps_sequential']}")
     if "fps_pipelined" in ratio:
         rows.append(f"fps_pipelined A/B: {ratio['fps_pipelined']}")
+    if "fps_e2e" in ratio:
+        kinds = ratio.get("fps_e2e_kinds") or ["?", "?"]
+        rows.append(f"fps_e2e A/B: {ratio['fps_e2e']} (A {kinds[0]}, B {kinds[1]})")
     return "\n".join(rows)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Markdown report
+
+
+def _agreement_cell(ag: dict[str, Any] | None) -> str:
+    if not ag:
+        return "-"
+    verdict = "identical" if ag.get("identical") else "differ"
+    return f"{verdict} ({ag.get('worst_iou')}, {ag.get('unmatched')})"
 
 
 def _load_results(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -171,14 +181,15 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
     if compares:
         lines += ["## A/B comparisons (interleaved in one run; ratio = A / B)", "",
                   "| A | B | source | total p50 A/B | total p95 A/B | detector p50 A/B | seq. fps A/B | A fps | "
-                  "B fps | file |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "B fps | e2e fps A/B | detections (worst IoU, unmatched) | file |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for _key, (p, d) in sorted(compares.items()):
             r = d["ratio_a_over_b"]
             tot, det = r["stages_ms"].get("total", {}), r["stages_ms"].get("detector", {})
             lines.append(f"| `{d['specs']['A']}` | `{d['specs']['B']}` | {d['source']['name']} | {tot.get('p50')} | "
                          f"{tot.get('p95')} | {det.get('p50')} | {r['fps_sequential']} | "
                          f"{d['results']['A']['fps_sequential']:.2f} | {d['results']['B']['fps_sequential']:.2f} | "
-                         f"`{p.name}` |")
+                         f"{r.get('fps_e2e', '-')} | {_agreement_cell(d.get('detection_agreement'))} | `{p.name}` |")
         lines.append("")
     for key, (p, d) in sorted(latest_other.items()):
         if key in compares:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.bench.agreement import agreement_text, detection_agreement
 from edge_agent.bench.compare import ratios, run_interleaved
 from edge_agent.bench.flops import onnx_macs
 from edge_agent.bench.inputs import DEFAULT_SOURCE, FrameSet, load_frames
@@ -26,6 +27,7 @@ from edge_agent.bench.report import (
 )
 from edge_agent.bench.runner import BenchConfig, FrameProcessor, apply_spec, load_processor, parse_size
 from edge_agent.bench.speed import Progress, StageRunner
+from edge_agent.bench.targets import default_mode_targets, multi_face_targets, targets_text
 from edge_agent.manifest import ModelArtifact
 from edge_agent.vision.preprocess import prepare
 
@@ -149,25 +151,36 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             prog = _progress(args, "compare A/B", args.repeat)
             sa, sb = run_interleaved(ra, rb, warmup=args.warmup, repeat=args.repeat, block=args.block,
                                      progress=prog.update)
+            ra.close()
+            rb.close()
             summ_a, summ_b = sa.summary(), sb.summary()
             summ_a["models"], summ_b["models"] = model_facts(proc_a), model_facts(proc_b)
+            agreement = detection_agreement(frames.frames, proc_a.detect, proc_b.detect)
+            summ_a["pipelined"] = run_pipelined(cfg_a, source, args.pipeline_seconds)
+            summ_b["pipelined"] = run_pipelined(cfg_b, source, args.pipeline_seconds)
             if not args.no_efficiency:
                 summ_a["efficiency"] = efficiency(proc_a, frames, summ_a)
                 summ_b["efficiency"] = efficiency(proc_b, frames, summ_b)
-            ra.close()
-            rb.close()
         finally:
             proc_a.close()
             proc_b.close()
+        targets: dict[str, Any] = {}
+        if cfg_b.pipeline == "reference" and cfg_a.pipeline == "edge":
+            targets["default_mode"] = default_mode_targets(summ_a, summ_b, agreement)
+        for key, summ in (("multi_face_a", summ_a), ("multi_face_b", summ_b)):
+            if (mf := multi_face_targets(summ)) is not None:
+                targets[key] = mf
         ratio = ratios(summ_a, summ_b)
         name = f"compare_{cfg_a.name()}_vs_{cfg_b.name()}@{source_tag(source)}"
         data = {**_header(args, frames), "kind": "compare", "config_name": name,
                 "block": args.block, "specs": {"A": args.compare[0], "B": args.compare[1]},
                 "configs": {"A": cfg_a.to_dict(), "B": cfg_b.to_dict()},
-                "results": {"A": summ_a, "B": summ_b}, "ratio_a_over_b": ratio}
+                "results": {"A": summ_a, "B": summ_b}, "ratio_a_over_b": ratio,
+                "detection_agreement": agreement, "targets": targets}
         path = write_result(data, out_dir, _device(cfg_a), ort.__version__, name)
         text = "\n\n".join([stage_table(summ_a, f"A: {cfg_a.name()}"), stage_table(summ_b, f"B: {cfg_b.name()}"),
-                            ratio_table(ratio, cfg_a.name(), cfg_b.name()), f"wrote {path}"])
+                            ratio_table(ratio, cfg_a.name(), cfg_b.name()), agreement_text(agreement),
+                            *_targets_lines(targets), f"wrote {path}"])
         data["result_file"] = str(path)
         return data, text
 
@@ -188,10 +201,18 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             summary["efficiency"] = efficiency(proc, frames, summary)
         finally:
             proc.close()
+    if (mf := multi_face_targets(summary)) is not None:
+        summary["targets"] = {"multi_face": mf}
     name = f"{base.name()}@{source_tag(source)}"
     data = {**_header(args, frames), "kind": "speed", "config_name": name, "config": base.to_dict(),
             "result": summary}
     path = write_result(data, out_dir, _device(base), ort.__version__, name)
     data["result_file"] = str(path)
-    return data, stage_table(summary, f"{base.name()} on {frames.source} ({frames.size[0]}x{frames.size[1]})") + \
-        f"\nwrote {path}"
+    lines = [stage_table(summary, f"{base.name()} on {frames.source} ({frames.size[0]}x{frames.size[1]})"),
+             *_targets_lines(summary.get("targets") or {}), f"wrote {path}"]
+    return data, "\n".join(lines)
+
+
+def _targets_lines(targets: dict[str, Any]) -> list[str]:
+    """Issue 8's targets as text (targets.py), one block per target group."""
+    return [f"targets ({name}):\n{targets_text(t)}" for name, t in targets.items()]
