@@ -45,6 +45,7 @@ def test_ratios_are_a_over_b() -> None:
     assert r["stages_ms"]["detector"] == {"p50": 0.5, "p95": 0.5, "p99": None, "mean": 0.5}
     assert r["fps_sequential"] == 1.5
     assert "fps_pipelined" not in r  # A has no pipelined figure
+    assert r["fps_e2e"] == 3.0 and r["fps_e2e_kinds"] == ["sequential", "pipelined"]
 
 
 def _models(shipped_model: Callable[[str], Path]) -> tuple[Path, Path]:
@@ -87,7 +88,8 @@ def test_compare_produces_ratios(tmp_path: Path, shipped_model: Callable[[str], 
     video = asset("single_face.mp4")
     rc = main(["--source", str(video), "--detector", str(det), "--classifier", str(cls), "--warmup", "1",
                "--repeat", "4", "--block", "2", "--max-frames", "2", "--json", "--quiet", "--no-efficiency",
-               "--out-dir", str(tmp_path), "--compare", "pipeline=edge", "pipeline=reference"])
+               "--pipeline-seconds", "0", "--out-dir", str(tmp_path), "--compare", "pipeline=edge",
+               "pipeline=reference"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert data["kind"] == "compare"
@@ -97,6 +99,15 @@ def test_compare_produces_ratios(tmp_path: Path, shipped_model: Callable[[str], 
     assert r["stages_ms"]["total"]["p50"] == pytest.approx(a["total"]["p50"] / b["total"]["p50"], rel=1e-3)
     assert r["fps_sequential"] > 0
     assert data["configs"]["B"]["pipeline"] == "reference"
+    # same model, same frames: the daemon's detector and the reference find the same faces
+    ag = data["detection_agreement"]
+    assert ag["frames"] == 2 and ag["unmatched"] == 0 and ag["identical"] is True
+    assert ag["faces_a"] == ag["faces_b"] == 2 and ag["worst_iou"] >= 0.9
+    t = data["targets"]["default_mode"]
+    assert t["fps_a_kind"] == t["fps_b_kind"] == "sequential"  # no pipelined run asked for
+    assert t["fps_ratio"]["value"] == pytest.approx(r["fps_e2e"], rel=1e-3)
+    assert t["identical_detections"] is True
+    assert t["latency_tail"]["met"] is None  # needs the pipelined daemon
 
 
 def test_bad_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,129 @@
+"""edge-bench: the identical-detections check (box matching) and issue 8's target checks, on hand-made inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.bench.agreement import Agreement, agreement_text, detection_agreement, iou_matrix, match_boxes
+from edge_agent.bench.pipelined import photo_folder, photo_path
+from edge_agent.bench.targets import (
+    default_mode_targets,
+    memory_target,
+    multi_face_targets,
+    overhead_ratio,
+    targets_text,
+)
+from edge_agent.frames import Detections
+
+
+def _dets(*boxes: tuple[float, float, float, float]) -> Detections:
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return Detections(boxes=b, scores=np.full(len(b), 0.9, np.float32), landmarks=np.zeros((len(b), 5, 2), np.float32))
+
+
+def test_iou_matrix_values() -> None:
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    np.testing.assert_allclose(iou_matrix(a, b), [[1.0, 50 / 150, 0.0]])
+    assert iou_matrix(a, np.zeros((0, 4), np.float32)).shape == (1, 0)
+
+
+def test_match_boxes_is_one_to_one_highest_first() -> None:
+    a = np.array([[0, 0, 10, 10], [100, 100, 110, 110]], np.float32)
+    b = np.array([[1, 0, 11, 10], [0, 0, 10, 10], [300, 300, 310, 310]], np.float32)
+    m = match_boxes(a, b)
+    assert m.ious == (1.0,)  # a0-b0 (IoU 0.82) loses to the exact pair a0-b1; a1 overlaps nothing
+    assert m.unmatched_a == (1,) and m.unmatched_b == (0, 2)
+    with pytest.raises(ValueError):
+        match_boxes(a, b, match_iou=0.0)
+
+
+def test_agreement_identical_and_not() -> None:
+    ag = Agreement()
+    ag.add(0, _dets((0, 0, 10, 10)), _dets((0, 0, 10, 10)))
+    ag.add(1, _dets(), _dets())
+    s = ag.summary()
+    assert s["identical"] is True and s["worst_iou"] == 1.0 and s["frames"] == 2 and s["unmatched"] == 0
+
+    ag.add(2, _dets((0, 0, 10, 10)), _dets((0, 0, 10, 11)))  # IoU 10/11 = 0.909: still "identical" at 0.9
+    assert ag.summary()["identical"] is True
+    ag.add(3, _dets((0, 0, 10, 10)), _dets((0, 0, 10, 13)))  # IoU 0.77: matched, but not identical
+    s = ag.summary()
+    assert s["identical"] is False and s["unmatched"] == 0 and s["worst_iou"] == pytest.approx(10 / 13, abs=1e-4)
+
+    ag.add(4, _dets((50, 50, 60, 60)), _dets())
+    s = ag.summary()
+    assert s["unmatched"] == 1 and s["unmatched_faces"][0] == {"frame": 4, "only_in": "A",
+                                                                "box": [50.0, 50.0, 60.0, 60.0], "score": 0.9}
+    assert "NOT identical" in agreement_text(s)
+
+
+def test_detection_agreement_runs_both_detectors() -> None:
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 3
+    s = detection_agreement(frames, lambda _: _dets((0, 0, 10, 10)), lambda _: _dets((0, 0, 10, 10), (20, 0, 30, 10)))
+    assert s["frames"] == 3 and s["faces_a"] == 3 and s["faces_b"] == 6 and s["unmatched"] == 3
+    assert {u["only_in"] for u in s["unmatched_faces"]} == {"B"}
+
+
+def _summary(det: float, cls: float, fps_seq: float, *, pipe_fps: float | None = None,
+             lat: tuple[float, float] | None = None, faces: float = 1.0, per_face: float = 1.0) -> dict[str, object]:
+    s: dict[str, object] = {
+        "fps_sequential": fps_seq, "faces_per_frame": faces,
+        "stages_ms": {"detector": {"mean": det, "p50": det}, "classifier": {"mean": cls, "p50": cls},
+                      "classifier_per_face": {"p50": per_face, "mean": per_face}},
+    }
+    if pipe_fps is not None:
+        s["pipelined"] = {"fps": pipe_fps, "latency_ms": {"p50": lat[0], "p95": lat[1], "p99": lat[1]} if lat else {}}
+    return s
+
+
+def test_default_mode_targets() -> None:
+    a = _summary(10.0, 2.0, 80.0, pipe_fps=100.0, lat=(12.0, 20.0))
+    b = _summary(15.0, 2.0, 40.0)
+    t = default_mode_targets(a, b, {"identical": True})
+    assert t["fps_a_kind"] == "pipelined" and t["fps_b_kind"] == "sequential"
+    assert t["fps_ratio"] == {"value": 2.5, "target": 2.0, "op": ">=", "met": True}
+    assert t["latency_tail"]["value"] == pytest.approx(20 / 12, abs=1e-4) and t["latency_tail"]["met"] is True
+    assert t["overhead"]["value"] == pytest.approx(10.0 / 12.0, abs=1e-4)  # 10 ms per frame for 12 ms of models
+    assert t["identical_detections"] is True
+    slow = default_mode_targets(_summary(10.0, 2.0, 50.0, pipe_fps=60.0, lat=(10.0, 30.0)), b, None)
+    assert slow["fps_ratio"]["met"] is False and slow["latency_tail"]["met"] is False
+    assert slow["overhead"]["met"] is False  # 16.7 ms per frame / 12 ms = 1.39
+    assert slow["identical_detections"] is None
+    assert "NOT MET" in targets_text(slow) and "fps_ratio: 1.5" in targets_text(slow)
+
+
+def test_overhead_without_detector_is_none() -> None:
+    assert overhead_ratio({"fps_sequential": 10.0, "stages_ms": {}}) is None
+
+
+def test_multi_face_targets_only_for_five_faces() -> None:
+    assert multi_face_targets(_summary(10.0, 3.0, 50.0, faces=4.0)) is None
+    t = multi_face_targets(_summary(10.0, 3.0, 50.0, pipe_fps=45.0, faces=5.0, per_face=0.6))
+    assert t is not None
+    assert t["classifier_ms_per_face"]["met"] is True and t["fps"]["value"] == 45.0 and t["fps"]["met"] is True
+    t = multi_face_targets(_summary(10.0, 9.0, 30.0, faces=5.0, per_face=1.8))
+    assert t is not None and t["classifier_ms_per_face"]["met"] is False and t["fps"]["met"] is False
+
+
+def test_memory_target() -> None:
+    assert memory_target(184.0)["met"] is True
+    assert memory_target(201.0)["met"] is False
+    assert memory_target(None)["met"] is None
+
+
+def test_photo_folder_links_the_photo(tmp_path: Path) -> None:
+    photo = tmp_path / "p.JPG"
+    photo.write_bytes(b"not really a jpeg")
+    folder = photo_folder(photo, tmp_path / "frames", copies=3)
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == ["00000.jpg", "00001.jpg", "00002.jpg"]
+    assert all(f.is_symlink() and f.read_bytes() == b"not really a jpeg" for f in files)
+    assert photo_path(str(photo)) == photo
+    assert photo_path("sample:single_face.mp4") is None
+    assert photo_path(str(tmp_path / "missing.jpg")) is None
+    with pytest.raises(ValueError):
+        photo_folder(photo, tmp_path / "x", copies=0)
