@@ -108,6 +108,11 @@ class Engine:
                 log.exception("error while releasing an inference backend")
 
 
+def fixed_batch(art: ModelArtifact) -> bool:
+    """True when the model's first input has a fixed batch size (ONNX Runtime's memory pattern pays off)."""
+    return isinstance(art.manifest.inputs[0].shape[0], int)
+
+
 def _open_models(
     settings: Settings, kind: BackendKind, open_backend: Callable[[ModelArtifact], Backend],
     closers: list[Callable[[], None]],
@@ -157,7 +162,8 @@ def build_engine(settings: Settings, *, probe: Prober | None = None) -> Engine:
                                         f"{art.directory} holds {art.manifest.format}")
                 return OnnxBackend(art.path, intra_op_threads=o.intra_op_threads,
                                    inter_op_threads=o.inter_op_threads,
-                                   graph_optimization=o.graph_optimization, spin=o.spin)
+                                   graph_optimization=o.graph_optimization, spin=o.spin,
+                                   mem_pattern=fixed_batch(art))
 
             detector, classifier, ids = _open_models(settings, kind, open_onnx, closers)
     except BaseException:

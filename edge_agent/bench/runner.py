@@ -167,9 +167,12 @@ class EdgeProcessor:
             self._closers.append(device.close)
             return device.load(self.detector_artifact), device.load(self.classifier_artifact)
         from edge_agent.backends.onnx import OnnxBackend
+        from edge_agent.engine import fixed_batch
 
-        det = OnnxBackend(self.detector_artifact.path, intra_op_threads=cfg.threads, inter_op_threads=1)
-        cls = OnnxBackend(self.classifier_artifact.path, intra_op_threads=cfg.threads, inter_op_threads=1)
+        det = OnnxBackend(self.detector_artifact.path, intra_op_threads=cfg.threads, inter_op_threads=1,
+                          mem_pattern=fixed_batch(self.detector_artifact))
+        cls = OnnxBackend(self.classifier_artifact.path, intra_op_threads=cfg.threads, inter_op_threads=1,
+                          mem_pattern=fixed_batch(self.classifier_artifact))
         self._closers += [det.close, cls.close]
         return det, cls
 

@@ -113,6 +113,11 @@ def test_onnx_engine_loads_warms_up_and_runs(arts: dict[str, Path]) -> None:
         expr = engine.classifier.classify(image, dets)
         assert expr.probs.shape == (len(dets), 7)
         assert engine.classifier.labels == tuple(expr.labels)
+        # the memory pattern only where the batch is fixed (the classifier's batch follows the face count)
+        for model in (engine.detector, engine.classifier):
+            art_batch = model.manifest.inputs[0].shape[0]
+            opts = model.backend._session.get_session_options()  # type: ignore[attr-defined]
+            assert opts.enable_mem_pattern is isinstance(art_batch, int)
     finally:
         engine.close()
 

@@ -59,6 +59,9 @@ def test_session_options(scale_model: Path) -> None:
     assert opts.intra_op_num_threads == 1
     spinning = OnnxBackend(scale_model, spin=True)._session.get_session_options()  # type: ignore[union-attr]
     assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert opts.enable_mem_pattern is True
+    no_pattern = OnnxBackend(scale_model, mem_pattern=False)._session.get_session_options()  # type: ignore[union-attr]
+    assert no_pattern.enable_mem_pattern is False
 
 
 def test_bad_feeds(scale_model: Path) -> None:
