@@ -44,6 +44,8 @@ class Sample:
     rss_mb: float
     threads: int
     fds: int
+    rss_anon_mb: float = 0.0  # private heap/arenas/activations (RssAnon)
+    rss_file_mb: float = 0.0  # mapped files, mostly shared-library code: cv2, onnxruntime, FFmpeg (RssFile)
 
 
 @dataclass
@@ -55,6 +57,16 @@ class RunResult:
     exit_code: int
     samples: list[Sample] = field(default_factory=list)
     final_status: dict[str, Any] = field(default_factory=dict)
+
+
+def rss_split(pid: int) -> tuple[float, float]:
+    """(RssAnon, RssFile) of a live process in MB, from /proc/<pid>/status."""
+    vals = {"RssAnon:": 0, "RssFile:": 0}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":", 1)[0] + ":"
+        if key in vals:
+            vals[key] = int(line.split()[1])
+    return round(vals["RssAnon:"] / 1024.0, 2), round(vals["RssFile:"] / 1024.0, 2)
 
 
 def proc_stats(pid: int) -> tuple[float, int, int]:
@@ -179,11 +191,11 @@ def run_daemon(frames: int, *, source: str = DEFAULT_SOURCE, idle_subscribers: i
                 if now >= next_sample:
                     rss, threads, fds = proc_stats(proc.pid)
                     result.samples.append(Sample(round(now - t0, 2), follower.published, round(rss, 2), threads,
-                                                 fds))
+                                                 fds, *rss_split(proc.pid)))
                     next_sample = now + sample_every_s
             rss, threads, fds = proc_stats(proc.pid)
             result.samples.append(Sample(round(time.monotonic() - t0, 2), follower.published, round(rss, 2),
-                                         threads, fds))
+                                         threads, fds, *rss_split(proc.pid)))
             result.final_status = follower.latest
             result.frames_published = follower.published
         finally:
