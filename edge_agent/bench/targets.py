@@ -5,7 +5,11 @@
      daemon form: its sequential fps *is* its end-to-end rate) >= 2, with identical detections;
    * ``latency_tail``: A's capture->publish p99 / p50 (pipelined daemon, file at native pace) <= 2;
    * ``overhead``: A's end-to-end frame time (1 / fps) / the sum of the model inference times per frame (mean
-     detector + mean classifier call, measured in the stage run) <= 1.15.
+     detector + mean classifier call, measured in the stage run) <= 1.15;
+   * ``latency_overhead``: the same question per frame rather than per second, immune to the overlap hiding
+     work: A's capture->publish p50 at native pace / (detector p50 + classifier p50 measured by the daemon in
+     that same run) <= 1.15 (everything but the two model calls -- queue wait, preprocess, decode+NMS, crops,
+     message, send -- costs at most 15 %).
 3. multi-face (a 5-face photo): classifier cost per face (p50 of classifier call / faces) <= 1.5 ms and
    end-to-end fps >= 40.
 4. efficiency: fps x GFLOP per frame / the measured GEMM peak (reported, no threshold).
@@ -73,6 +77,18 @@ def latency_tail(summary: dict[str, Any]) -> float | None:
     return float(lat["p99"]) / float(lat["p50"])
 
 
+def latency_overhead(summary: dict[str, Any]) -> float | None:
+    """capture->publish p50 (pipelined daemon, native pace) / the daemon's detector p50 + classifier p50."""
+    pipe = summary.get("pipelined") or {}
+    lat = (pipe.get("latency_ms") or {}).get("p50")
+    stages = ((pipe.get("latency_run") or {}).get("daemon_stats") or {}).get("latency_ms") or {}
+    det = (stages.get("detector") or {}).get("p50")
+    cls = (stages.get("classifier") or {}).get("p50") or 0.0
+    if not lat or not det:
+        return None
+    return float(lat) / (float(det) + float(cls))
+
+
 def default_mode_targets(a: dict[str, Any], b: dict[str, Any], agreement: dict[str, Any] | None) -> dict[str, Any]:
     """Target 1 for A (the daemon's pipeline) against B (the reference pipeline)."""
     fa, kind_a = e2e_fps(a)
@@ -83,6 +99,7 @@ def default_mode_targets(a: dict[str, Any], b: dict[str, Any], agreement: dict[s
         "identical_detections": None if agreement is None else bool(agreement["identical"]),
         "latency_tail": _check(latency_tail(a), LATENCY_TAIL_MAX, "<="),
         "overhead": _check(overhead_ratio(a), OVERHEAD_MAX, "<="),
+        "latency_overhead": _check(latency_overhead(a), OVERHEAD_MAX, "<="),
     }
 
 

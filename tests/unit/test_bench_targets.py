@@ -76,7 +76,9 @@ def _summary(det: float, cls: float, fps_seq: float, *, pipe_fps: float | None =
                       "classifier_per_face": {"p50": per_face, "mean": per_face}},
     }
     if pipe_fps is not None:
-        s["pipelined"] = {"fps": pipe_fps, "latency_ms": {"p50": lat[0], "p95": lat[1], "p99": lat[1]} if lat else {}}
+        s["pipelined"] = {"fps": pipe_fps, "latency_ms": {"p50": lat[0], "p95": lat[1], "p99": lat[1]} if lat else {},
+                          "latency_run": {"daemon_stats": {"latency_ms": {"detector": {"p50": det + 1.0},
+                                                                          "classifier": {"p50": cls}}}}}
     return s
 
 
@@ -88,11 +90,15 @@ def test_default_mode_targets() -> None:
     assert t["fps_ratio"] == {"value": 2.5, "target": 2.0, "op": ">=", "met": True}
     assert t["latency_tail"]["value"] == pytest.approx(20 / 12, abs=1e-4) and t["latency_tail"]["met"] is True
     assert t["overhead"]["value"] == pytest.approx(10.0 / 12.0, abs=1e-4)  # 10 ms per frame for 12 ms of models
+    assert t["latency_overhead"]["value"] == pytest.approx(12.0 / 13.0, abs=1e-4)  # daemon's det 11 + cls 2
+    assert t["latency_overhead"]["met"] is True
     assert t["identical_detections"] is True
     slow = default_mode_targets(_summary(10.0, 2.0, 50.0, pipe_fps=60.0, lat=(10.0, 30.0)), b, None)
     assert slow["fps_ratio"]["met"] is False and slow["latency_tail"]["met"] is False
     assert slow["overhead"]["met"] is False  # 16.7 ms per frame / 12 ms = 1.39
     assert slow["identical_detections"] is None
+    assert slow["latency_overhead"]["value"] == pytest.approx(10.0 / 13.0, abs=1e-4)
+    assert default_mode_targets(b, b, None)["latency_overhead"]["met"] is None  # no pipelined run
     assert "NOT MET" in targets_text(slow) and "fps_ratio: 1.5" in targets_text(slow)
 
 
