@@ -138,6 +138,74 @@ def _bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> bool:
     return True
 
 
+def _check_cell(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "-"
+    mark = "n/a" if c.get("met") is None else ("**met**" if c["met"] else "not met")
+    return f"{c.get('value')} ({c.get('op')} {c.get('target')}: {mark})"
+
+
+def _newest_soak_memory(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    for p in sorted(folder.glob("soak_memory_*.json"), reverse=True):
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and "rss_max_after_warmup_mb" in data:
+            return p, data
+    return None
+
+
+def targets_section(results: list[tuple[Path, dict[str, Any]]], folder: Path) -> list[str]:
+    """Markdown lines: the issue-8 target checks of the newest result of each configuration (targets.py)."""
+    newest: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for p, d in results:
+        if d.get("kind") in ("compare", "speed"):
+            has = d.get("targets") if d["kind"] == "compare" else (d.get("result") or {}).get("targets")
+            if has:
+                newest[d["config_name"]] = (p, d)
+    mem = _newest_soak_memory(folder)
+    if not newest and mem is None:
+        return []
+    lines = ["## Issue 8 targets (newest result per configuration; docs/bench.md)", ""]
+    defaults = [(p, d) for p, d in newest.values() if "default_mode" in (d.get("targets") or {})]
+    if defaults:
+        lines += ["| A vs reference | source | e2e fps A / B | fps ratio | identical detections (worst IoU) "
+                  "| p99/p50 | frame time / inference | latency p50 / inference | file |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for p, d in sorted(defaults, key=lambda x: x[0].name):
+            t, ag = d["targets"]["default_mode"], d.get("detection_agreement") or {}
+            lines.append(f"| `{d['specs']['A']}` | {d['source']['name']} | {t['fps_a']} ({t['fps_a_kind']}) / "
+                         f"{t['fps_b']} ({t['fps_b_kind']}) | {_check_cell(t['fps_ratio'])} | "
+                         f"{t['identical_detections']} ({ag.get('worst_iou')}, unmatched {ag.get('unmatched')}) | "
+                         f"{_check_cell(t['latency_tail'])} | {_check_cell(t['overhead'])} | "
+                         f"{_check_cell(t.get('latency_overhead'))} | `{p.name}` |")
+        lines.append("")
+    multi = []
+    for p, d in newest.values():
+        groups = d.get("targets") if d["kind"] == "compare" else d["result"]["targets"]
+        for key, t in (groups or {}).items():
+            if key.startswith("multi_face"):
+                side = {"multi_face_a": " (A)", "multi_face_b": " (B)"}.get(key, "")
+                multi.append((p, d["config_name"] + side, t))
+    if multi:
+        lines += ["| multi-face configuration | faces/frame | classifier ms per face | e2e fps | file |",
+                  "|---|---:|---|---|---|"]
+        for p, name, t in sorted(multi, key=lambda x: x[1]):
+            lines.append(f"| {name} | {t['faces_per_frame']} | {_check_cell(t['classifier_ms_per_face'])} | "
+                         f"{_check_cell(t['fps'])} ({t['fps_kind']}) | `{p.name}` |")
+        lines.append("")
+    if mem is not None:
+        p, d = mem
+        models = (d.get("final_status") or {}).get("models")
+        end = d.get("end") or {}
+        lines += [f"Memory (target 5): daemon RSS max after warm-up **{d['rss_max_after_warmup_mb']} MB** "
+                  f"(target <= {d.get('memory_target_mb')} MB: {'met' if d.get('memory_target_met') else 'not met'}; "
+                  f"RssAnon {end.get('rss_anon_mb')} MB, RssFile {end.get('rss_file_mb')} MB at the end), models "
+                  f"{models}, `{p.name}`.", ""]
+    return lines
+
+
 def write_report(folder: Path, out: Path | None = None) -> Path:
     results = _load_results(folder)
     if not results:
@@ -151,6 +219,7 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
         else:
             latest_other[f"{d['kind']}:{d.get('config_name', '')}"] = (p, d)
     lines = ["# edge-bench report", "", f"Generated {now_iso()} from `{folder}` by `edge-bench report`.", ""]
+    lines += targets_section(results, folder)
     if latest_speed:
         lines += ["## Speed (newest result per configuration)", "",
                   "| configuration | machine | source | faces/frame | detector p50 ms | classifier p50 ms "

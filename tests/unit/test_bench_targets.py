@@ -133,3 +133,27 @@ def test_photo_folder_links_the_photo(tmp_path: Path) -> None:
     assert photo_path(str(tmp_path / "missing.jpg")) is None
     with pytest.raises(ValueError):
         photo_folder(photo, tmp_path / "x", copies=0)
+
+
+def test_report_targets_section(tmp_path: Path) -> None:
+    import json
+
+    from edge_agent.bench.report import targets_section
+
+    a = _summary(10.0, 2.0, 80.0, pipe_fps=100.0, lat=(12.0, 20.0))
+    b = _summary(15.0, 2.0, 40.0)
+    compare = {"kind": "compare", "config_name": "cmp", "specs": {"A": "detector=x", "B": "pipeline=reference"},
+               "source": {"name": "sample:v.mp4"}, "detection_agreement": {"worst_iou": 0.95, "unmatched": 0},
+               "targets": {"default_mode": default_mode_targets(a, b, {"identical": True})}}
+    speed = {"kind": "speed", "config_name": "multi", "result": {
+        "targets": {"multi_face": multi_face_targets(_summary(10.0, 3.0, 50.0, faces=5.0, per_face=0.6))}}}
+    (tmp_path / "soak_memory_20260101-000000.json").write_text(json.dumps({
+        "rss_max_after_warmup_mb": 190.5, "memory_target_mb": 200.0, "memory_target_met": True,
+        "end": {"rss_anon_mb": 90.0, "rss_file_mb": 100.5},
+        "final_status": {"models": {"detector": "d", "classifier": "c"}}}))
+    text = "\n".join(targets_section([(tmp_path / "c.json", compare), (tmp_path / "s.json", speed)], tmp_path))
+    assert "| `detector=x` | sample:v.mp4 | 100.0 (pipelined) / 40.0 (sequential) | 2.5 (>= 2.0: **met**) |" in text
+    assert "True (0.95, unmatched 0)" in text
+    assert "| multi | 5.0 | 0.6 (<= 1.5: **met**) | 50.0 (>= 40.0: **met**) (sequential) | `s.json` |" in text
+    assert "**190.5 MB** (target <= 200.0 MB: met; RssAnon 90.0 MB, RssFile 100.5 MB" in text
+    assert targets_section([], tmp_path / "empty") == []
