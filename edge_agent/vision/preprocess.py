@@ -64,6 +64,15 @@ def _resize(image: UInt8Image, size_wh: tuple[int, int]) -> UInt8Image:
     return cv2.resize(image, size_wh, interpolation=interp)  # type: ignore[return-value]
 
 
+def letterbox_size(
+    image_wh: tuple[int, int], target_wh: tuple[int, int], multiple: int = 32, dynamic: bool = False
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The resized size (w, h) of a :func:`letterbox` and the padded output size (w, h)."""
+    (nw, nh), _ = fit_size(image_wh, target_wh)
+    out_wh = (round_up(nw, multiple), round_up(nh, multiple)) if dynamic else target_wh
+    return (nw, nh), (int(out_wh[0]), int(out_wh[1]))
+
+
 def letterbox(
     image: UInt8Image, target_wh: tuple[int, int], multiple: int = 32, dynamic: bool = False
 ) -> tuple[UInt8Image, tuple[float, float], tuple[int, int]]:
@@ -74,8 +83,7 @@ def letterbox(
     the scale (sx, sy) with sx == sy (network px = frame px * s, up to rounding of the resized size) and the
     padding (right, bottom).
     """
-    (nw, nh), _ = fit_size((image.shape[1], image.shape[0]), target_wh)
-    out_w, out_h = (round_up(nw, multiple), round_up(nh, multiple)) if dynamic else target_wh
+    (nw, nh), (out_w, out_h) = letterbox_size((image.shape[1], image.shape[0]), target_wh, multiple, dynamic)
     resized = _resize(image, (nw, nh))
     pad_r, pad_b = out_w - nw, out_h - nh
     if pad_r or pad_b:
@@ -116,12 +124,25 @@ def _affine(pre: Preprocess) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.fl
     return a.astype(np.float32), b.astype(np.float32)
 
 
-def to_tensor(images_bgr: UInt8Image, pre: Preprocess) -> Tensor:
-    """(N,H,W,3) or (H,W,3) uint8 BGR -> (N,3,H,W) / (N,H,W,3) tensor as ``pre`` says, in one pass per channel."""
+def to_tensor(images_bgr: UInt8Image, pre: Preprocess, pad: tuple[int, int] = (0, 0)) -> Tensor:
+    """(N,H,W,3) or (H,W,3) uint8 BGR -> (N,3,H,W) / (N,H,W,3) tensor as ``pre`` says, in one pass per channel.
+
+    ``pad`` = (right, bottom) adds black (raw pixel 0) columns/rows, written straight into the tensor: the same
+    tensor as padding the image first, without the padded uint8 copy.
+    """
     batch = images_bgr[None] if images_bgr.ndim == 3 else images_bgr
     if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
         raise ValueError(f"expected uint8 images shaped (N,H,W,3) or (H,W,3), got {images_bgr.dtype} "
                          f"{images_bgr.shape}")
+    pad_r, pad_b = pad
+    if pad_r < 0 or pad_b < 0:
+        raise ValueError(f"padding must be >= 0, got {pad}")
+    if pad_r or pad_b:
+        if pre.dtype == "uint8":  # rare (normalisation folded into the model): pad the image, then reorder
+            padded = np.zeros((batch.shape[0], batch.shape[1] + pad_b, batch.shape[2] + pad_r, 3), np.uint8)
+            padded[:, :batch.shape[1], :batch.shape[2]] = batch
+            return to_tensor(padded, pre)
+        return _to_tensor_padded(batch, pre, pad_r, pad_b)
     n, h, w, _ = batch.shape
     # src[c] is the BGR channel that feeds model channel c.
     src = (2, 1, 0) if pre.color_order == "RGB" else (0, 1, 2)
@@ -139,6 +160,25 @@ def to_tensor(images_bgr: UInt8Image, pre: Preprocess) -> Tensor:
     return out
 
 
+def _to_tensor_padded(batch: UInt8Image, pre: Preprocess, pad_r: int, pad_b: int) -> Tensor:
+    """float32 tensor of ``batch`` padded right/bottom; the padding holds what a black pixel normalises to."""
+    n, h, w, _ = batch.shape
+    src = (2, 1, 0) if pre.color_order == "RGB" else (0, 1, 2)
+    nchw = pre.layout == "NCHW"
+    a, b = _affine(pre)
+    out: npt.NDArray[np.float32] = np.empty((n, 3, h + pad_b, w + pad_r) if nchw else (n, h + pad_b, w + pad_r, 3),
+                                            np.float32)
+    for c, s in enumerate(src):
+        full = out[:, c] if nchw else out[..., c]
+        dst = full[:, :h, :w]
+        np.multiply(batch[..., s], a[c], out=dst, dtype=np.float32)
+        dst += b[c]
+        black = np.float32(0.0) * a[c] + b[c]  # exactly what the unpadded path computes for a 0 pixel
+        full[:, h:, :] = black
+        full[:, :h, w:] = black
+    return out
+
+
 def prepare(
     image_bgr: UInt8Image, pre: Preprocess, input_size: tuple[int, int] | None = None
 ) -> tuple[Tensor, Geometry]:
@@ -149,10 +189,14 @@ def prepare(
     image_bgr = np.ascontiguousarray(image_bgr)
     target = network_size(pre, input_size)
     frame_wh = (int(image_bgr.shape[1]), int(image_bgr.shape[0]))
-    if pre.resize == "letterbox":
-        img, scale, pad = letterbox(image_bgr, target, pre.size_multiple, pre.dynamic_size)
+    if pre.resize == "letterbox":  # resize only; the padding is written into the tensor (no padded copy)
+        (nw, nh), out_wh = letterbox_size(frame_wh, target, pre.size_multiple, pre.dynamic_size)
+        img = _resize(image_bgr, (nw, nh))
+        scale = (nw / frame_wh[0], nh / frame_wh[1])
+        pad = (out_wh[0] - nw, out_wh[1] - nh)
     else:
         img, scale = stretch(image_bgr, target)
         pad = (0, 0)
-    geom = Geometry(scale=scale, pad=pad, input_wh=(int(img.shape[1]), int(img.shape[0])), frame_wh=frame_wh)
-    return to_tensor(img, pre), geom
+        out_wh = (int(img.shape[1]), int(img.shape[0]))
+    geom = Geometry(scale=scale, pad=pad, input_wh=out_wh, frame_wh=frame_wh)
+    return to_tensor(img, pre, pad), geom

@@ -126,3 +126,26 @@ def test_prepare_validates_and_accepts_views() -> None:
     a, _ = prepare(view, RETINA, (64, 64))
     b, _ = prepare(np.ascontiguousarray(view), RETINA, (64, 64))
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("pre", [
+    RETINA,
+    RETINA.model_copy(update={"dynamic_size": False, "input_size": (640, 384)}),
+    RETINA.model_copy(update={"color_order": "RGB", "layout": "NHWC", "scale": 1 / 255, "std": (0.2, 0.3, 0.4)}),
+    RETINA.model_copy(update={"dtype": "uint8", "color_order": "RGB"}),
+])
+@pytest.mark.parametrize("hw", [(720, 1280), (360, 640), (400, 200)])
+def test_prepare_pads_inside_the_tensor_exactly_like_a_padded_image(pre: Preprocess, hw: tuple[int, int]) -> None:
+    """prepare() writes the padding into the tensor; it must equal letterbox (a padded image) + to_tensor."""
+    image = _image(*hw, seed=3)
+    tensor, geom = prepare(image, pre)
+    img, scale, pad = letterbox(image, tuple(pre.input_size), pre.size_multiple, pre.dynamic_size)
+    expected = to_tensor(img, pre)
+    assert tensor.dtype == expected.dtype and tensor.shape == expected.shape
+    np.testing.assert_array_equal(tensor, expected)
+    assert geom.pad == pad and geom.scale == scale and geom.input_wh == (img.shape[1], img.shape[0])
+
+
+def test_to_tensor_rejects_negative_padding() -> None:
+    with pytest.raises(ValueError, match="padding"):
+        to_tensor(_image(4, 4), RETINA, (-1, 0))
