@@ -33,7 +33,9 @@ COMMON=(--note "$NOTE" --out-dir "$OUT" --classifier "$CLS" --threads 1 --repeat
 "${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --compare "pipeline=edge" "pipeline=reference"
 # The shipped default detector (acwface-dcn, a different network) against the same reference: the distance.
 "${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --compare "detector=$ACW" "pipeline=reference"
-# Both sides with two ONNX Runtime threads per model.
+# Two ONNX Runtime threads per model: A only (the daemon can use the second core; the reference stays as above),
+# then both sides (a "plain" pipeline on ONNX Runtime's defaults also uses every core).
+"${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --compare "detector=$INT8,threads=2" "pipeline=reference"
 "${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --threads 2 --compare "detector=$INT8" "pipeline=reference"
 # Larger frames (960x540): the reference runs at native resolution.
 "${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --source sample:face_noface.mov \
