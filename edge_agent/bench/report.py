@@ -65,6 +65,8 @@ def stage_table(summary: dict[str, Any], title: str = "") -> str:
             f"{eff['achieved_gflops']:.2f} GFLOP/s = {100 * eff['fraction_of_peak']:.2f} % of the "
             f"{eff['gemm_peak_gflops']:.1f} GFLOP/s fp32 GEMM peak"
         )
+    elif eff:
+        rows.append(f"efficiency: not computed ({eff.get('skipped', 'unknown reason')})")
     text = "\n".join(rows)
     return f"{title}\n{text}" if title else text
 

@@ -157,3 +157,14 @@ def test_report_targets_section(tmp_path: Path) -> None:
     assert "| multi | 5.0 | 0.6 (<= 1.5: **met**) | 50.0 (>= 40.0: **met**) (sequential) | `s.json` |" in text
     assert "**190.5 MB** (target <= 200.0 MB: met; RssAnon 90.0 MB, RssFile 100.5 MB" in text
     assert targets_section([], tmp_path / "empty") == []
+
+
+def test_stage_table_always_says_something_about_efficiency() -> None:
+    from edge_agent.bench.report import stage_table
+
+    base = {"stages_ms": {}, "frames": 1, "faces_per_frame": 1.0, "fps_sequential": 10.0}
+    shown = stage_table({**base, "efficiency": {"fps": 10.0, "gflop_per_frame": 1.5, "achieved_gflops": 15.0,
+                                                 "fraction_of_peak": 0.075, "gemm_peak_gflops": 200.0}})
+    assert "efficiency: 10.00 fps x 1.500 GFLOP/frame = 15.00 GFLOP/s = 7.50 % of the 200.0 GFLOP/s" in shown
+    skipped = stage_table({**base, "efficiency": {"skipped": "GFLOP counts need the ONNX form of the models"}})
+    assert "efficiency: not computed (GFLOP counts need the ONNX form of the models)" in skipped
