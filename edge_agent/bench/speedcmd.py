@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.bench.agreement import detection_agreement
 from edge_agent.bench.compare import ratios, run_interleaved
 from edge_agent.bench.flops import onnx_macs
 from edge_agent.bench.inputs import DEFAULT_SOURCE, FrameSet, load_frames
@@ -127,6 +128,19 @@ def source_tag(source: str) -> str:
     return Path(source).name or source
 
 
+def plan_counts(proc: FrameProcessor) -> dict[str, object] | None:
+    """Fast mode's per-plan frame counts (full/roi/skip/lost) of a processor, None in full mode."""
+    counts = getattr(proc, "plan_counts", None)
+    return counts() if callable(counts) else None
+
+
+def agreement_line(agreement: dict[str, Any]) -> str:
+    a, b = agreement["A"], agreement["B"]
+    return (f"detections vs B (IoU {agreement['iou']}): A recall {a['recall']} precision {a['precision']} "
+            f"({a['matched']}/{a['reference_faces']} faces, {a['frames']} frames); B recall {b['recall']}; "
+            f"recall ratio A/B {agreement['recall_ratio']}")
+
+
 def _device(cfg: BenchConfig) -> str:
     return "hailo8" if cfg.backend == "hailo" else cpu_model()
 
@@ -151,6 +165,8 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                                      progress=prog.update)
             summ_a, summ_b = sa.summary(), sb.summary()
             summ_a["models"], summ_b["models"] = model_facts(proc_a), model_facts(proc_b)
+            summ_a["detector_plans"], summ_b["detector_plans"] = plan_counts(proc_a), plan_counts(proc_b)
+            agreement = detection_agreement(sa.boxes, sb.boxes, iou=0.5)
             if not args.no_efficiency:
                 summ_a["efficiency"] = efficiency(proc_a, frames, summ_a)
                 summ_b["efficiency"] = efficiency(proc_b, frames, summ_b)
@@ -164,10 +180,12 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         data = {**_header(args, frames), "kind": "compare", "config_name": name,
                 "block": args.block, "specs": {"A": args.compare[0], "B": args.compare[1]},
                 "configs": {"A": cfg_a.to_dict(), "B": cfg_b.to_dict()},
-                "results": {"A": summ_a, "B": summ_b}, "ratio_a_over_b": ratio}
+                "results": {"A": summ_a, "B": summ_b}, "ratio_a_over_b": ratio,
+                "detection_agreement": agreement}
         path = write_result(data, out_dir, _device(cfg_a), ort.__version__, name)
         text = "\n\n".join([stage_table(summ_a, f"A: {cfg_a.name()}"), stage_table(summ_b, f"B: {cfg_b.name()}"),
-                            ratio_table(ratio, cfg_a.name(), cfg_b.name()), f"wrote {path}"])
+                            ratio_table(ratio, cfg_a.name(), cfg_b.name()), agreement_line(agreement),
+                            f"wrote {path}"])
         data["result_file"] = str(path)
         return data, text
 
@@ -179,6 +197,7 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         runner.close()
         summary = samples.summary()
         summary["models"] = model_facts(proc)
+        summary["detector_plans"] = plan_counts(proc)
     finally:
         proc.close()
     summary["pipelined"] = run_pipelined(base, source, args.pipeline_seconds)
