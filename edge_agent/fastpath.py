@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -48,6 +49,7 @@ Plan = Literal["full", "roi", "skip"]
 
 AUTO_MIN_FACE_PX: Final = 48.0  # auto full size: the smallest face seen keeps at least this many network pixels
 AUTO_MIN_SCALE: Final = 0.5  # ... and the full-frame input never shrinks below this fraction of its size
+ROI_INTERPOLATION: Final = cv2.INTER_LINEAR
 TIME_KEYS: Final = ("preprocess", "detector", "decode")
 
 
@@ -125,14 +127,31 @@ def assign_rois(boxes: FloatArray, squares: IntArray) -> tuple[IntArray, IntArra
     return squares[kept].reshape(-1, 4), np.asarray(counts, np.int64)
 
 
-def shift_detections(dets: Detections, offset_xy: tuple[float, float]) -> Detections:
-    """Detections found in a crop -> frame pixels (the crop's top-left corner is ``offset_xy``)."""
+def map_detections(dets: Detections, offset_xy: tuple[float, float], scale: float = 1.0) -> Detections:
+    """Detections found in a crop resized by ``1 / scale`` -> frame pixels: ``frame = crop_px * scale + offset``
+    (the crop's top-left corner in the frame is ``offset_xy``)."""
     if len(dets) == 0:
         return dets
-    ox, oy = np.float32(offset_xy[0]), np.float32(offset_xy[1])
-    boxes = dets.boxes + np.array([ox, oy, ox, oy], np.float32)
-    landmarks = dets.landmarks + np.array([ox, oy], np.float32)
+    ox, oy, k = np.float32(offset_xy[0]), np.float32(offset_xy[1]), np.float32(scale)
+    boxes = dets.boxes * k + np.array([ox, oy, ox, oy], np.float32)
+    landmarks = dets.landmarks * k + np.array([ox, oy], np.float32)
     return Detections(boxes=boxes.astype(np.float32), scores=dets.scores, landmarks=landmarks.astype(np.float32))
+
+
+def resize_roi(image: UInt8Image, square: tuple[int, int, int, int], size: int) -> tuple[UInt8Image, float]:
+    """Cut ``square`` out of the frame and resize it to ``size`` x ``size`` in one step (no intermediate copy).
+
+    Bilinear, not area averaging: cv2's INTER_AREA at a non-integer ratio costs ~8x more (0.67 vs 0.08 ms for a
+    360 px crop to 128 px on the CI machine) and changed no detection in the recall measurements
+    (benchmarks/fast.sh). Returns the image and the scale back to frame pixels (side / size).
+    """
+    x1, y1, x2, y2 = square
+    side = x2 - x1
+    crop = image[y1:y2, x1:x2]
+    if side == size:
+        return np.ascontiguousarray(crop), 1.0
+    out: UInt8Image = cv2.resize(crop, (size, size), interpolation=ROI_INTERPOLATION)  # type: ignore[assignment]
+    return out, side / size
 
 
 def merge_detections(parts: list[Detections], nms_iou: float, max_faces: int) -> Detections:
@@ -281,11 +300,14 @@ class ScheduledDetector:
         times["preprocess"] += time.perf_counter() - t0
         parts: list[Detections] = []
         for (x1, y1, x2, y2), want in zip(squares.tolist(), expected.tolist(), strict=True):
-            dets, t = self.roi.detect_timed(image[y1:y2, x1:x2])
+            t2 = time.perf_counter()
+            crop, scale = resize_roi(image, (x1, y1, x2, y2), self.config.roi_size)
+            times["preprocess"] += time.perf_counter() - t2
+            dets, t = self.roi.detect_timed(crop)
             _add_times(times, t)
             if len(dets) < want:
                 return Detections.empty(), True
-            parts.append(shift_detections(dets, (x1, y1)))
+            parts.append(map_detections(dets, (x1, y1), scale))
         t1 = time.perf_counter()
         merged = merge_detections(parts, self.full.nms_iou, self.full.max_faces)
         times["decode"] += time.perf_counter() - t1

@@ -1,7 +1,8 @@
 """``edge-bench``: stage timing of the daemon's hot path, A/B comparisons, offline accuracy, and the report.
 
     edge-bench [--source SRC] [--backend onnx|hailo] [--threads N] [--detector DIR] [--classifier DIR]
-               [--input-size WxH] [--warmup N] [--repeat N] [--json] [--compare A B] [--pipeline-seconds S]
+               [--input-size WxH] [--warmup N] [--repeat N] [--json] [--config SPEC] [--compare A B]
+               [--pipeline-seconds S]
     edge-bench eval cls  --csv FILE --project-root DIR | --dir FOLDER   [--classifier DIR]
     edge-bench eval e2e  --csv splits.csv --project-root DIR            [--detector DIR --classifier DIR]
     edge-bench eval wider --images WIDER_val/images --gt GT_DIR [--pred-dir DIR]
@@ -45,6 +46,9 @@ def _speed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                    help='two configurations as key=value[,key=value] over the flags, e.g. '
                         '"detector=models/detector/acwface-dcn" "detector=models/detector/retinaface-mnet025"')
+    p.add_argument("--config", default=None, metavar="SPEC",
+                   help='key=value[,key=value] applied over the flags before anything else (the --compare syntax), '
+                        'e.g. "mode=fast,full_every=10" for the fast detection mode')
     p.add_argument("--pipeline-seconds", type=float, default=10.0,
                    help="seconds of the pipelined daemon run for end-to-end fps/latency (0 = skip)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")

@@ -49,6 +49,8 @@ def base_config(args: argparse.Namespace) -> BenchConfig:
         from edge_agent.settings import ClassifierSettings
 
         cfg = dataclasses.replace(cfg, classifier=Path(ClassifierSettings().hailo_model))
+    if getattr(args, "config", None):
+        cfg = apply_spec(cfg, args.config)
     return cfg
 
 

@@ -22,10 +22,11 @@ from edge_agent.fastpath import (
     check_detector,
     fast_config,
     frame_detector,
+    map_detections,
     merge_detections,
     plan_frame,
+    resize_roi,
     roi_squares,
-    shift_detections,
 )
 from edge_agent.frames import Detections
 from edge_agent.manifest import load_artifact
@@ -82,16 +83,32 @@ def test_assign_rois_shares_a_square_when_a_face_is_inside_it() -> None:
     assert kept.shape == (0, 4) and counts.shape == (0,)
 
 
-def test_shift_detections() -> None:
+def test_map_detections() -> None:
     dets = Detections(boxes=_f32([[1, 2, 11, 22]]), scores=np.array([0.9], np.float32),
                       landmarks=np.arange(10, dtype=np.float32).reshape(1, 5, 2))
-    out = shift_detections(dets, (100, 50))
+    out = map_detections(dets, (100, 50))
     np.testing.assert_array_equal(out.boxes, [[101, 52, 111, 72]])
     np.testing.assert_array_equal(out.landmarks[0, :, 0], [100, 102, 104, 106, 108])
     np.testing.assert_array_equal(out.landmarks[0, :, 1], [51, 53, 55, 57, 59])
     assert out.boxes.dtype == out.landmarks.dtype == np.float32
+    scaled = map_detections(dets, (100, 50), 2.5)  # a crop shrunk 2.5x: crop px * 2.5 + offset
+    np.testing.assert_allclose(scaled.boxes, [[102.5, 55, 127.5, 105]])
+    np.testing.assert_allclose(scaled.landmarks[0, 1], [105, 57.5])  # landmark (2, 3) -> (5, 7.5) + offset
     empty = Detections.empty()
-    assert shift_detections(empty, (5, 5)) is empty
+    assert map_detections(empty, (5, 5)) is empty
+
+
+def test_resize_roi_maps_back_to_the_frame() -> None:
+    frame = np.zeros((360, 640, 3), np.uint8)
+    frame[100:140, 300:340] = 255  # a white 40 px square
+    crop, scale = resize_roi(frame, (260, 60, 380, 180), 60)  # 120 px square -> 60 px
+    assert crop.shape == (60, 60, 3) and crop.flags.c_contiguous and scale == 2.0
+    ys, xs = np.nonzero(crop[..., 0] > 127)
+    # the square's crop pixels map back onto its frame position (within a pixel of the resampling)
+    assert abs(xs.min() * scale + 260 - 300) <= 2 and abs((xs.max() + 1) * scale + 260 - 340) <= 2
+    assert abs(ys.min() * scale + 60 - 100) <= 2 and abs((ys.max() + 1) * scale + 60 - 140) <= 2
+    same, one = resize_roi(frame, (0, 0, 60, 60), 60)
+    assert one == 1.0 and same.shape == (60, 60, 3) and same.flags.c_contiguous
 
 
 def test_merge_detections_suppresses_duplicates_across_rois() -> None:
