@@ -13,6 +13,9 @@
   (:func:`merge_detections`);
 * ``skip``: no face known and no full detection due -> no detection at all (empty result).
 
+More faces than :func:`roi_budget` (half as many 128 px ROIs as fit in the full input's pixels: 7 for a
+640x360 frame) makes every frame a full detection: in a crowd, ROIs would cost more than they save.
+
 A face that enters the picture is therefore found at the next full detection: at most ``full_every - 1``
 frames late. A face that moves is followed by its ROI as long as it stays inside the expanded square between
 two frames (at ``roi_expand`` 2 that is half a face width per frame).
@@ -39,6 +42,7 @@ from edge_agent.detector import FaceDetector
 from edge_agent.frames import Detections
 from edge_agent.settings import DetectorSettings
 from edge_agent.vision.nms import nms
+from edge_agent.vision.preprocess import fit_size, round_up
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +79,19 @@ class FastConfig:
 
 # -- pure geometry ---------------------------------------------------------------------------------------------
 
-def plan_frame(frames_since_full: int, known_faces: int, full_every: int) -> Plan:
+def plan_frame(frames_since_full: int, known_faces: int, full_every: int, max_rois: int) -> Plan:
     """What to run on this frame. ``frames_since_full`` counts frames since the last full detection (a large
-    value before the first frame); ``known_faces`` is the number of faces found in the previous frame."""
-    if frames_since_full >= full_every:
+    value before the first frame); ``known_faces`` is the number of faces found in the previous frame; more
+    than ``max_rois`` faces (a crowd: the ROIs would cost more than one full detection) -> full."""
+    if frames_since_full >= full_every or known_faces > max_rois:
         return "full"
     return "roi" if known_faces > 0 else "skip"
+
+
+def roi_budget(network_wh: tuple[int, int], roi_size: int) -> int:
+    """How many ROIs are still cheaper than one full detection at ``network_wh``: half the pixel ratio (a
+    detector call has a fixed cost besides its pixels; ~0.3 of a 128 px ROI's ~1 ms on the CI machine), >= 1."""
+    return max(1, (network_wh[0] * network_wh[1]) // (2 * roi_size * roi_size))
 
 
 def roi_squares(boxes: FloatArray, frame_wh: tuple[int, int], expand: float) -> IntArray:
@@ -232,6 +243,7 @@ class ScheduledDetector:
         self.full = detector
         self.roi = detector.with_input_size((config.roi_size, config.roi_size))
         self._full_by_size: dict[tuple[int, int], FaceDetector] = {detector.input_wh: detector}
+        self._budget: dict[tuple[int, int], int] = {}  # frame size -> roi_budget at the full input size
         self.manifest = detector.manifest
         self.input_wh = detector.input_wh
         self.counts = PlanCounts()
@@ -254,7 +266,7 @@ class ScheduledDetector:
     def detect_timed(self, image_bgr: UInt8Image) -> tuple[Detections, dict[str, float]]:
         """Detections in frame pixels and the seconds of "preprocess", "detector", "decode" (all calls summed)."""
         times = dict.fromkeys(TIME_KEYS, 0.0)
-        plan = plan_frame(self._since_full, len(self._last), self.config.full_every)
+        plan = plan_frame(self._since_full, len(self._last), self.config.full_every, self._max_rois(image_bgr))
         if plan == "skip":
             self.counts.skip += 1
             self._since_full += 1
@@ -272,6 +284,16 @@ class ScheduledDetector:
         self._since_full = 1
         self._last = dets
         return dets, times
+
+    def _max_rois(self, image: UInt8Image) -> int:
+        frame_wh = (int(image.shape[1]), int(image.shape[0]))
+        budget = self._budget.get(frame_wh)
+        if budget is None:
+            multiple = self.manifest.preprocess.size_multiple
+            (nw, nh), _ = fit_size(frame_wh, self.full.input_wh)
+            budget = self._budget[frame_wh] = roi_budget((round_up(nw, multiple), round_up(nh, multiple)),
+                                                         self.config.roi_size)
+        return budget
 
     def _detect_full(self, image: UInt8Image, times: dict[str, float]) -> Detections:
         detector = self._full_detector(self._full_wh)

@@ -26,6 +26,7 @@ from edge_agent.fastpath import (
     merge_detections,
     plan_frame,
     resize_roi,
+    roi_budget,
     roi_squares,
 )
 from edge_agent.frames import Detections
@@ -43,6 +44,7 @@ def _f32(rows: list[list[float]]) -> np.ndarray:
 # -- pure functions --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("since", "known", "every", "plan"), [
+    (1, 8, 10, "full"),  # more faces than max_rois (7): a crowd is cheaper as one full detection
     (10, 0, 10, "full"),  # first frame (the scheduler starts at full_every)
     (10, 3, 10, "full"),  # full detection due
     (1, 1, 10, "roi"),
@@ -52,7 +54,13 @@ def _f32(rows: list[list[float]]) -> np.ndarray:
     (1, 5, 1, "full"),  # full_every 1: every frame is a full detection
 ])
 def test_plan_frame(since: int, known: int, every: int, plan: str) -> None:
-    assert plan_frame(since, known, every) == plan
+    assert plan_frame(since, known, every, max_rois=7) == plan
+
+
+def test_roi_budget() -> None:
+    assert roi_budget((640, 384), 128) == 7  # 640x360 frames
+    assert roi_budget((640, 384), 96) == 13
+    assert roi_budget((128, 128), 128) == 1  # never below one ROI
 
 
 def test_roi_squares_golden() -> None:
@@ -280,3 +288,13 @@ def test_fast_mode_needs_a_dynamic_model(shipped_model: Callable[[str], Path], f
         check_detector(full_detector, FastConfig(roi_size=100))
     assert frame_detector(full_detector, None) is full_detector
     assert isinstance(frame_detector(full_detector, FastConfig()), ScheduledDetector)
+
+
+def test_a_crowd_is_detected_in_full(full_detector: FaceDetector, scenes: dict[str, np.ndarray]) -> None:
+    # multi_face at 540x360 runs at 640x448: room for 2 ROIs of 256 px, and the photo has 5 faces
+    fast = _fast(full_detector, full_every=10, roi_size=256)
+    expected = full_detector.detect(scenes["multi"])
+    assert len(expected) > 2
+    for _ in range(3):
+        assert _same_faces(fast.detect(scenes["multi"]), expected, 0.99)
+    assert fast.counts.full == 3 and fast.counts.roi == 0
