@@ -37,11 +37,19 @@ for spec in "$FAST,full_every=5" "$FAST,full_every=20" "$FAST,full_every=30" \
 done
 "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 2 --max-frames $ALL --repeat 500 --config "$FAST"
 
-# 4. Other sources: faces leaving (face_noface.mov), entering (noface_face.mov: found at most full_every - 1
-#    frames late, which the recall shows), several people moving (WolfgangLanger_Pexels.mp4, 640x360).
-for src in sample:face_noface.mov sample:noface_face.mov sample:WolfgangLanger_Pexels.mp4; do
-    "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --source "$src" --max-frames 200 --repeat 400 \
-        --compare "$FAST" "mode=full"
+# 4. Other sources, one pass in order (block = repeat = the clip): a face leaving (face_noface.mov, 960x540),
+#    a face entering at frame 96 (noface_face.mov: found at the next full detection, at most full_every - 1
+#    frames late -- the recall shows the frames missed), a moving face (WolfgangLanger_Pexels.mp4, 640x360),
+#    and four faces (synthetic:4, 1280x720: four ROIs per frame).
+for src in sample:face_noface.mov sample:noface_face.mov; do
+    for spec in "$FAST" "$FAST,full_every=5"; do
+        "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --source "$src" --max-frames 169 --warmup 0 \
+            --repeat 169 --block 169 --pipeline-seconds 0 --compare "$spec" "mode=full"
+    done
 done
+"${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --source sample:WolfgangLanger_Pexels.mp4 \
+    --max-frames 240 --warmup 0 --repeat 240 --block 240 --compare "$FAST" "mode=full"
+"${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --source synthetic:4 --max-frames 8 --repeat 200 \
+    --compare "$FAST" "mode=full"
 
 "${BENCH[@]}" report
