@@ -9,11 +9,11 @@
   lost face costs one slower frame, never a missing one);
 * ``roi``: for each face of the previous frame an expanded square (``roi_expand`` x the box's longer side,
   kept inside the frame, see :func:`roi_squares`) is cut out and detected at ``roi_size`` x ``roi_size``; the
-  boxes and landmarks are shifted back to frame pixels (:func:`shift_detections`) and merged by NMS
-  (:func:`merge_detections`);
+  crop is resized in one step (:func:`resize_roi`), boxes and landmarks are mapped back to frame pixels
+  (:func:`map_detections`) and merged by NMS (:func:`merge_detections`);
 * ``skip``: no face known and no full detection due -> no detection at all (empty result).
 
-More faces than :func:`roi_budget` (half as many 128 px ROIs as fit in the full input's pixels: 7 for a
+More faces than :func:`roi_budget` (half as many ROIs as fit in the full input's pixels: 7 ROIs of 128 px for a
 640x360 frame) makes every frame a full detection: in a crowd, ROIs would cost more than they save.
 
 A face that enters the picture is therefore found at the next full detection: at most ``full_every - 1``
