@@ -171,14 +171,15 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
     if compares:
         lines += ["## A/B comparisons (interleaved in one run; ratio = A / B)", "",
                   "| A | B | source | total p50 A/B | total p95 A/B | detector p50 A/B | seq. fps A/B | A fps | "
-                  "B fps | file |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "B fps | A recall vs B (IoU 0.5) | file |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for _key, (p, d) in sorted(compares.items()):
             r = d["ratio_a_over_b"]
             tot, det = r["stages_ms"].get("total", {}), r["stages_ms"].get("detector", {})
+            recall = (d.get("detection_agreement") or {}).get("A", {}).get("recall")  # older files: none
             lines.append(f"| `{d['specs']['A']}` | `{d['specs']['B']}` | {d['source']['name']} | {tot.get('p50')} | "
                          f"{tot.get('p95')} | {det.get('p50')} | {r['fps_sequential']} | "
                          f"{d['results']['A']['fps_sequential']:.2f} | {d['results']['B']['fps_sequential']:.2f} | "
-                         f"`{p.name}` |")
+                         f"{'–' if recall is None else recall} | `{p.name}` |")
         lines.append("")
     for key, (p, d) in sorted(latest_other.items()):
         if key in compares:

@@ -13,6 +13,7 @@ import pytest
 from edge_agent.bench.agreement import detection_agreement, matched_count
 from edge_agent.bench.cli import main
 from edge_agent.bench.pipelined import overrides_for
+from edge_agent.bench.report import write_report
 from edge_agent.bench.runner import BenchConfig, ConfigSpecError, apply_spec
 
 FAST_DETECTOR = "detector/retinaface-mnet025-int8"
@@ -77,6 +78,9 @@ def test_compare_fast_vs_full_records_recall(tmp_path: Path, shipped_model: Call
     assert data["ratio_a_over_b"]["fps_sequential"] > 0
     stored = json.loads(Path(data["result_file"]).read_text())
     assert stored["detection_agreement"] == g
+    report = write_report(tmp_path).read_text()  # the A/B table carries A's recall
+    row = next(line for line in report.splitlines() if line.startswith("| `detector.mode=fast,full_every=4`"))
+    assert row.split("|")[10].strip() == "1.0"
 
 
 def test_config_flag_sets_the_mode_of_a_single_run(tmp_path: Path, shipped_model: Callable[[str], Path],
