@@ -2,7 +2,7 @@
 
     edge-bench [--source SRC] [--backend onnx|hailo] [--threads N] [--detector DIR] [--classifier DIR]
                [--input-size WxH] [--warmup N] [--repeat N] [--json] [--compare A B] [--pipeline-seconds S]
-    edge-bench eval cls  --csv FILE --project-root DIR | --dir FOLDER   [--classifier DIR]
+    edge-bench eval cls  --csv FILE --project-root DIR | --dir FOLDER   [--classifier DIR] [--positive LABEL]
     edge-bench eval e2e  --csv splits.csv --project-root DIR            [--detector DIR --classifier DIR]
     edge-bench eval wider --images WIDER_val/images --gt GT_DIR [--pred-dir DIR]
     edge-bench eval ap50 --images DIR --gt boxes.json

@@ -2,8 +2,9 @@
 
 CSV schema (seed 001): ``path`` (relative to ``--project-root``) and one label column -- ``label_en``, else
 ``label``, else ``orig_kor`` -- plus, for the end-to-end evaluation, the face box ``minX,minY,maxX,maxY`` in
-pixels of the original image. Label names must be the model's ``classes.json`` names, or be mapped to them with
-a ``--label-map`` JSON object ``{"csv name": "model name"}``.
+pixels of the original image. Label names must be the model's ``classes.json`` names (matched by name, so any
+number of classes in any order), or be mapped to them with a ``--label-map`` JSON object
+``{"csv name": "model name"}``. Per-sample class probabilities are kept for the binary (positive-class) figures.
 
 End to end (the face-api baseline's protocol): the detector runs on the original image; the detected face with
 the highest IoU with the ground-truth box is classified; a row is *matched* when a face was detected and that
