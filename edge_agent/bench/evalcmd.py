@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import math
@@ -150,10 +151,11 @@ def eval_cls(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     plots = [png.name] if confusion_png(png, res.report.confusion, res.report.labels,
                                         f"{clf.manifest.model_id} on {name}") else []
     preds_csv = out_dir / f"{stem}_preds.csv"
-    head = ",".join(["path", "true", "pred", "score", *(f"p_{lab}" for lab in clf.labels)])
-    preds_csv.write_text(head + "\n" + "".join(
-        f"{p},{t},{q},{s:.6f}," + ",".join(f"{v:.6f}" for v in probs) + "\n"
-        for (p, t, q, s), probs in zip(res.predictions, res.probs, strict=True)), encoding="utf-8")
+    with preds_csv.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "true", "pred", "score", *(f"p_{lab}" for lab in clf.labels)])
+        for (p, t, q, s), probs in zip(res.predictions, res.probs, strict=True):
+            w.writerow([p, t, q, f"{s:.6f}", *(f"{v:.6f}" for v in probs)])
     data = {**_header("cls", name), "model": clf.manifest.model_id, "labels": list(clf.labels),
             "input_size": list(clf.input_wh), "data": str(args.csv or args.dir),
             "summary": {"top1": rep["top1"], "macro_f1": rep["macro_f1"], "n": rep["n"],
