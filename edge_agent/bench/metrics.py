@@ -213,12 +213,17 @@ def roc_auc(scores: Sequence[float] | F64, positives: Sequence[bool] | npt.NDArr
     None unless both classes occur."""
     s = np.asarray(scores, np.float64)
     y = np.asarray(positives, bool)
-    pos, neg = s[y], s[~y]
-    if pos.size == 0 or neg.size == 0:
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores {s.shape} and positives {y.shape} must be 1-D of one length")
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
         return None
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (pos.size * neg.size))
+    # rank-sum form (O(n log n)): average 1-based ranks, tied scores share the mean of their ranks
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    first_rank = np.cumsum(counts) - counts + 1
+    ranks = (first_rank + (counts - 1) / 2.0)[inverse]
+    u = float(ranks[y].sum()) - npos * (npos + 1) / 2.0
+    return u / (npos * nneg)
 
 
 @dataclass(frozen=True)

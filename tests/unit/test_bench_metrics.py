@@ -203,3 +203,12 @@ def test_resolve_positive() -> None:
     assert resolve_positive(["a", "b", "c"], "c") == 2
     with pytest.raises(ValueError, match=r"'happy' is not one of the model's labels \['neg', 'pos'\]"):
         resolve_positive(["neg", "pos"], "happy")
+
+
+def test_roc_auc_rank_form_equals_pair_count() -> None:
+    rng = np.random.default_rng(7)
+    s = rng.integers(0, 6, 200) / 5.0  # many ties
+    y = rng.random(200) < 0.4
+    pos, neg = s[y], s[~y]
+    pairs = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (pos.size * neg.size)
+    assert roc_auc(s, y) == pytest.approx(pairs)
