@@ -2,7 +2,7 @@
 
     edge-bench [--source SRC] [--backend onnx|hailo] [--threads N] [--detector DIR] [--classifier DIR]
                [--input-size WxH] [--warmup N] [--repeat N] [--json] [--compare A B] [--pipeline-seconds S]
-    edge-bench eval cls  --csv FILE --project-root DIR | --dir FOLDER   [--classifier DIR]
+    edge-bench eval cls  --csv FILE --project-root DIR | --dir FOLDER   [--classifier DIR] [--positive LABEL]
     edge-bench eval e2e  --csv splits.csv --project-root DIR            [--detector DIR --classifier DIR]
     edge-bench eval wider --images WIDER_val/images --gt GT_DIR [--pred-dir DIR]
     edge-bench eval ap50 --images DIR --gt boxes.json
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--project-root", type=Path, default=Path("."), help="CSV paths are relative to this")
     cls.add_argument("--label-map", type=Path, default=None, help="JSON {csv label: model label}")
     cls.add_argument("--classifier", dest="eval_classifier", type=Path, default=None)
+    cls.add_argument("--positive", default=None, metavar="LABEL",
+                     help="positive class for precision/recall/F1, AP and the PR curve (default for a 2-label "
+                          "model: its second label; a model with more labels: none unless named, one-vs-rest)")
     cls.add_argument("--name", default=None, help="result name (default: the CSV/folder name)")
     cls.add_argument("--out-dir", dest="eval_out", type=Path, default=None)
 
@@ -81,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--detector", dest="eval_detector", type=Path, default=None)
     e2e.add_argument("--classifier", dest="eval_classifier", type=Path, default=None)
     e2e.add_argument("--input-size", dest="eval_input_size", default=None)
+    e2e.add_argument("--positive", default=None, metavar="LABEL",
+                     help="positive class for precision/recall/F1, AP and the PR curve (default for a 2-label "
+                          "model: its second label; a model with more labels: none unless named, one-vs-rest)")
     e2e.add_argument("--name", default=None)
     e2e.add_argument("--out-dir", dest="eval_out", type=Path, default=None)
 
