@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 from edge_agent.bench.hailo_sim import hailo_api
@@ -29,8 +30,13 @@ from edge_agent.bench.hailo_sim.chip import SimChip
 from edge_agent.bench.hailo_sim.hailo_api import pyhailort as api_package
 from edge_agent.bench.hailo_sim.hailo_api.pyhailort import pyhailort as api_module
 from edge_agent.bench.hailo_sim.network import cache_counts
+from edge_agent.engine import build_engine
 from edge_agent.pipeline import Pipeline
+from edge_agent.publisher import open_publisher
 from edge_agent.settings import Settings
+from edge_agent.sources import FrameSource, open_source
+from edge_agent.sources.capture import as_bgr
+from edge_agent.sources.uri import SourceSpec, resolve
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,56 @@ def simulated_hailo_platform() -> Iterator[None]:
                 sys.modules.pop(n, None)
             else:
                 sys.modules[n] = mod
+
+
+class MemoryCapture:
+    """A file's frames decoded up front and replayed (a :class:`edge_agent.sources.capture.Capture`): a source
+    that costs the capture thread nothing per frame, like a camera delivering raw frames by DMA."""
+
+    def __init__(self, uri: str) -> None:
+        import cv2
+
+        self.spec: SourceSpec = resolve(uri)
+        if self.spec.live:
+            raise ValueError(f"{uri}: memory replay needs a file source")
+        cap = cv2.VideoCapture(str(self.spec.target))
+        self._frames = []
+        while True:
+            ok, img = cap.read()
+            if not ok or img is None:
+                break
+            self._frames.append(as_bgr(img))
+        cap.release()
+        if not self._frames:
+            raise ValueError(f"{uri}: no frame decoded")
+        self._i = 0
+
+    @property
+    def fps(self) -> float:
+        return 30.0
+
+    def open(self) -> None:
+        self._i = 0
+
+    def read(self) -> tuple[np.ndarray, int] | None:
+        if self._i >= len(self._frames):
+            return None
+        i, self._i = self._i, self._i + 1
+        return self._frames[i], i
+
+    def close(self) -> None:
+        return None
+
+
+def _open_source(settings: Settings, capture: str) -> FrameSource:
+    if capture == "file":
+        return open_source(settings.source, queue_size=settings.pipeline.queue_size)
+    if capture == "memory":
+        src = FrameSource(MemoryCapture(settings.source.uri), pace="fast",
+                          queue_size=settings.pipeline.queue_size)
+        src.open()
+        return src
+    raise ValueError(f"capture must be 'file' or 'memory', got {capture!r}")
 
 
 @dataclass(frozen=True)
@@ -109,9 +165,12 @@ class _Collector:
 
 
 def run_pipeline(det_hef: Path, cls_hef: Path, source: str, seconds_by_task: dict[str, float], *,
-                 arch: str = "HAILO8", timeout_s: float = 600.0,
+                 arch: str = "HAILO8", capture: str = "file", timeout_s: float = 600.0,
                  settings_extra: dict[str, Any] | None = None) -> SimRun:
-    """Play ``source`` once through the real Pipeline on a fresh simulated chip; see the module docstring."""
+    """Play ``source`` once through the real Pipeline on a fresh simulated chip; see the module docstring.
+
+    ``capture``: "file" decodes the video in the capture thread as the daemon does; "memory" replays frames
+    decoded beforehand (:class:`MemoryCapture`), so the source is never the bottleneck."""
     chip = SimChip()
     api_module.configure(chip, seconds_by_task, arch=arch)
     tmp = Path(tempfile.mkdtemp(prefix="hailo-sim-"))
@@ -127,7 +186,19 @@ def run_pipeline(det_hef: Path, cls_hef: Path, source: str, seconds_by_task: dic
     )
     try:
         with simulated_hailo_platform():
-            pipeline = Pipeline.from_settings(settings)
+            publisher = open_publisher(settings.publisher, settings.security)
+            try:
+                engine = build_engine(settings)
+            except BaseException:
+                publisher.close()
+                raise
+            try:
+                frame_source = _open_source(settings, capture)
+            except BaseException:
+                engine.close()
+                publisher.close()
+                raise
+            pipeline = Pipeline(settings, engine, frame_source, publisher)
             try:
                 pipeline.warm_up()
                 collector = _Collector(endpoint)
