@@ -1,11 +1,12 @@
 """One simulated Hailo chip: inferences run one at a time, each occupying the chip for a configured time.
 
 :class:`SimChip` has one worker thread and one FIFO of jobs (the device runs one network at a time; HailoRT's
-scheduler hands it jobs from both networks). A job occupies the chip for ``max(configured time, the time the
-simulator needs to produce its outputs)``; a job whose output work took longer than its configured time is
-counted as an *overrun* (the simulator, not the pipeline, held the chip) so a result can be discarded. The
-:class:`BusyMeter` records every occupied interval; :meth:`SimChip.busy_share` is busy time / wall time over a
-window. Clock and sleep are injectable so the accounting is testable without real time.
+scheduler hands it jobs from both networks). A job completes ``max(configured time, the time the simulator
+needs to produce its outputs)`` after it started; a job whose output work took longer than its configured time
+is counted as an *overrun* (the simulator, not the pipeline, held it up). The :class:`BusyMeter` records the
+*configured* time of every job (what the real chip would be busy for): time the simulator adds (overruns, sleep
+overshoot) delays completions and counts as idle, so the busy share errs low, never high.
+:meth:`SimChip.busy_share` is busy time / wall time over a window. Clock and sleep are injectable so the accounting is testable without real time.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class SimChip:
                 self._sleep(job.seconds - worked)
             end = self._clock()
             with self._lock:
-                self.meter.add(start, end)
+                self.meter.add(start, start + job.seconds)
                 self.records.append(JobRecord(job.network, start, end, overrun=worked > job.seconds))
             job.done(error)
 
