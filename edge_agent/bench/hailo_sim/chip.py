@@ -6,7 +6,8 @@ needs to produce its outputs)`` after it started; a job whose output work took l
 is counted as an *overrun* (the simulator, not the pipeline, held it up). The :class:`BusyMeter` records the
 *configured* time of every job (what the real chip would be busy for): time the simulator adds (overruns, sleep
 overshoot) delays completions and counts as idle, so the busy share errs low, never high.
-:meth:`SimChip.busy_share` is busy time / wall time over a window. Clock and sleep are injectable so the accounting is testable without real time.
+:meth:`SimChip.busy_share` is busy time / wall time over a window. Clock and sleep are injectable so the
+accounting is testable without real time.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """A simulated HEF: its JSON description and the network computing its outputs.
 
 Outputs come from the ONNX model the HEF was "compiled" from (ONNX Runtime, one thread), quantised to 8 bits
-per tensor and dequantised as HailoRT's FLOAT32 outputs would be. Results are cached by a fingerprint of the
-input frame: the benchmark plays the same file twice (a priming pass, then the timed pass), so in the timed
-pass the simulator returns each output in microseconds and the chip's occupancy is the configured chip time,
-not ONNX Runtime's CPU time. Cache misses in the timed pass are counted.
+per tensor and dequantised as HailoRT's FLOAT32 outputs would be. Results are cached (as float32, so a replay
+is one copy per output) by a fingerprint of the input frame: the benchmark plays the same file twice (a
+priming pass, then the timed pass), so in the timed pass the simulator returns each output in microseconds and
+the chip's occupancy is the configured chip time, not ONNX Runtime's CPU time.
+Cache misses in the timed pass are counted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ SIM_HEF_VERSION = 1
 # over the same file replays the first run's outputs).
 _LOCK = threading.Lock()
 _COUNTS = {"hits": 0, "misses": 0}
-_CACHES: dict[Path, dict[bytes, dict[str, tuple[np.ndarray, float, float]]]] = {}
+_CACHES: dict[Path, dict[bytes, dict[str, np.ndarray]]] = {}
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ def load_sim_hef(path: Path) -> SimHef:
 
 
 def fingerprint(frame: np.ndarray) -> bytes:
-    """A cheap, collision-safe-enough key of a frame: BLAKE2b of every 4th pixel of every 4th row + the shape."""
-    sub = np.ascontiguousarray(frame[::4, ::4])
+    """A cheap key of a frame (~20 us for 640x384): BLAKE2b of every 8th pixel of every 8th row + the shape.
+    Two inputs sharing it are the same picture for any practical purpose (and would give near-equal outputs)."""
+    sub = np.ascontiguousarray(frame[::8, ::8])
     return hashlib.blake2b(sub.tobytes() + str(frame.shape).encode(), digest_size=16).digest()
 
 
@@ -101,7 +103,7 @@ class SimNetwork:
         self._cache = _CACHES.setdefault(hef.path.resolve(), {})
         self._lock = _LOCK
 
-    def _compute(self, frame: np.ndarray) -> dict[str, tuple[np.ndarray, float, float]]:
+    def _compute(self, frame: np.ndarray) -> dict[str, np.ndarray]:
         h = self.hef
         pixels = frame[..., ::-1] if h.swap_rb else frame
         mean, std = np.asarray(h.mean, np.float32), np.asarray(h.std, np.float32)
@@ -109,12 +111,13 @@ class SimNetwork:
         feeds = {h.onnx_input_name: np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)}
         names = [o.onnx_name for o in h.outputs]
         results = dict(zip(names, self._session.run(names, feeds), strict=True))
-        out: dict[str, tuple[np.ndarray, float, float]] = {}
+        out: dict[str, np.ndarray] = {}
         for o in h.outputs:
             y = np.asarray(results[o.onnx_name], np.float32)[0]
             if o.onnx_layout == "NCHW":
                 y = y.transpose(1, 2, 0)
-            out[o.name] = _fake_quant(np.ascontiguousarray(y).reshape(o.shape))
+            q, scale, zp = _fake_quant(np.ascontiguousarray(y).reshape(o.shape))
+            out[o.name] = (q.astype(np.float32) - np.float32(zp)) * np.float32(scale)  # as HailoRT's FLOAT32 output
         return out
 
     def infer_into(self, frame: np.ndarray, outs: dict[str, np.ndarray]) -> None:
@@ -132,9 +135,8 @@ class SimNetwork:
         else:
             with self._lock:
                 _COUNTS["hits"] += 1
-        for name, (q, scale, zp) in cached.items():
-            np.subtract(q, zp, out=outs[name], dtype=np.float32)
-            outs[name] *= scale
+        for name, values in cached.items():
+            np.copyto(outs[name], values)
 
 
 
