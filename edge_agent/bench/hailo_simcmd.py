@@ -120,8 +120,9 @@ def run_hailo_sim(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                 f"simulated device, real Pipeline, capture={capture}: chip busy {s['chip_busy_pct']:.1f} %, "
                 f"{s['frames_published']} frames ({s['frames_with_faces']} with faces), Pi-time fps "
                 f"{s['fps_pi']:.1f}, capture->publish p50 {s['latency_pi_ms']['p50']:.1f} p99 "
-                f"{s['latency_pi_ms']['p99']:.1f} ms (Pi time, queueing included); overruns {s['overruns']}, "
-                f"cache misses {s['cache']['misses']}")
+                f"{s['latency_pi_ms']['p99']:.1f} ms (Pi time, queueing included); simulator overruns "
+                f"{s['overruns']} ({s['overrun_pct_of_window']:.1f} % of the window), cache misses "
+                f"{s['cache']['misses']}")
     config = f"hailo-sim-{args.arch}-{args.pcie}-x{args.host_scale:g}"
     out = write_result(data, args.sim_out or results_dir(), data["machine"]["cpu_model"],
                        data["machine"]["versions"].get("onnxruntime", "na"), config)
@@ -148,11 +149,27 @@ def _simulate(args: argparse.Namespace, det_dir: Path, cls_dir: Path, dev: hm.De
     return results
 
 
+def _checkout() -> str:
+    """The git commit of the code that ran (``+dirty`` with local changes), for telling A/B runs apart."""
+    import subprocess
+
+    from edge_agent.paths import repo_root
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(), capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "an unknown checkout (no git)"
+    return f"commit {head}{'+dirty' if dirty else ''}"
+
+
 def _sim_json(run: SimRun, seconds: dict[str, float], dilation: float) -> dict[str, Any]:
     out: dict[str, Any] = run.to_json()
     e2e = run.latency_ms.get("end_to_end", {})
     out.update(
-        layout_measured="this checkout's edge_agent.pipeline.Pipeline",
+        layout_measured=f"edge_agent.pipeline.Pipeline of {_checkout()}",
         chip_ms_simulated={k: round(v * 1000.0, 4) for k, v in seconds.items()},
         time_dilation=dilation,
         fps_pi=round(run.fps / dilation, 2),

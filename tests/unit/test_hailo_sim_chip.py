@@ -74,7 +74,7 @@ def test_jobs_are_serialised_and_accounted() -> None:
         assert chip.meter.busy(t0, t1) == pytest.approx(0.007)
         clock.advance(0.007)  # as long idle as busy
         assert chip.busy_share(t0, clock.now()) == pytest.approx(0.5)
-        assert not any(r.overrun for r in recs)
+        assert not any(r.overrun for r in recs) and all(r.delay == 0.0 for r in recs)
     finally:
         chip.close()
 
@@ -88,6 +88,7 @@ def test_work_longer_than_the_chip_time_is_an_overrun() -> None:
         (rec,) = chip.jobs_between(t0, clock.now() + 1)
         assert rec.overrun and rec.end - rec.start == pytest.approx(0.004)  # completes late ...
         assert chip.meter.busy(t0, clock.now()) == pytest.approx(0.001)  # ... but only the chip time is busy
+        assert rec.delay == pytest.approx(0.003)
     finally:
         chip.close()
 

@@ -51,7 +51,13 @@ class JobRecord:
     network: str
     start: float
     end: float
+    seconds: float  # the configured chip time
     overrun: bool
+
+    @property
+    def delay(self) -> float:
+        """Seconds the simulator held the job beyond its chip time (0 without an overrun)."""
+        return max(0.0, (self.end - self.start) - self.seconds) if self.overrun else 0.0
 
 
 @dataclass
@@ -107,7 +113,7 @@ class SimChip:
             end = self._clock()
             with self._lock:
                 self.meter.add(start, start + job.seconds)
-                self.records.append(JobRecord(job.network, start, end, overrun=worked > job.seconds))
+                self.records.append(JobRecord(job.network, start, end, job.seconds, overrun=worked > job.seconds))
             job.done(error)
 
     def busy_share(self, t0: float, t1: float) -> float:

@@ -121,6 +121,7 @@ class SimRun:
     chip_busy: float  # 0..1 over the run window
     chip_jobs: dict[str, int]
     overruns: int  # jobs where the simulator's own work exceeded the configured chip time
+    overrun_s: float  # total time those jobs were held beyond their chip time (counted idle)
     cache: dict[str, int]
     latency_ms: dict[str, dict[str, float]]  # per stage p50/p95/p99 from the daemon's status snapshot
 
@@ -129,7 +130,8 @@ class SimRun:
             "frames_published": self.frames_published, "frames_with_faces": self.frames_with_faces,
             "faces": self.faces, "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
             "chip_busy_pct": round(100.0 * self.chip_busy, 1), "chip_jobs": self.chip_jobs,
-            "overruns": self.overruns, "cache": self.cache, "latency_ms": self.latency_ms,
+            "overruns": self.overruns, "overrun_pct_of_window": round(100.0 * self.overrun_s / self.seconds, 1),
+            "cache": self.cache, "latency_ms": self.latency_ms,
         }
 
 
@@ -231,6 +233,7 @@ def run_pipeline(det_hef: Path, cls_hef: Path, source: str, seconds_by_task: dic
             frames_published=int(snap["frames_published"]), frames_with_faces=collector.with_faces,
             faces=collector.faces, seconds=window, fps=int(snap["frames_published"]) / window,
             chip_busy=chip.busy_share(t0, t_last), chip_jobs=by_net, overruns=sum(j.overrun for j in jobs),
+            overrun_s=sum(j.delay for j in jobs),
             cache=cache_counts(), latency_ms={k: dict(v) for k, v in snap["latency_ms"].items()},
         )
     finally:
