@@ -80,3 +80,15 @@ def test_edge_bench_hailo_sim_model_only_writes_a_result(tmp_path: Path, asset: 
     assert all(0 < r["device_busy_pct"] <= 100 and r["fps"] > 0 for r in rows)
     assert data["host_ms_pi5"]["decode"] == pytest.approx(2.5 * data["host_ms_here"]["decode"], rel=0.01, abs=0.002)
     assert "simulation" not in data
+
+
+def test_importing_the_simulator_does_not_provide_hailo_platform() -> None:
+    import subprocess
+
+    code = ("import edge_agent.bench.hailo_sim.run, edge_agent.bench.hailo_simcmd, sys\n"
+            "assert 'hailo_platform' not in sys.modules\n"
+            "try:\n    import hailo_platform\nexcept ImportError:\n    print('absent')\n"
+            "else:\n    where = hailo_platform.__name__ + str(hailo_platform.__file__)\n"
+            "    print('sim' if 'bench' in where else 'real')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() in ("absent", "real")  # never the simulator
