@@ -119,7 +119,8 @@ def run_hailo_sim(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             lines.append(
                 f"simulated device, real Pipeline, capture={capture}: chip busy {s['chip_busy_pct']:.1f} %, "
                 f"{s['frames_published']} frames ({s['frames_with_faces']} with faces), Pi-time fps "
-                f"{s['fps_pi']:.1f}, capture->publish p50 {s['latency_pi_ms']['p50']:.1f} p99 "
+                f"{s['fps_pi']:.1f}, device idle {s['device_idle_per_frame_pi_ms']:.2f} ms/frame, "
+                f"capture->publish p50 {s['latency_pi_ms']['p50']:.1f} p99 "
                 f"{s['latency_pi_ms']['p99']:.1f} ms (Pi time, queueing included); simulator overruns "
                 f"{s['overruns']} ({s['overrun_pct_of_window']:.1f} % of the window), cache misses "
                 f"{s['cache']['misses']}")
@@ -173,6 +174,9 @@ def _sim_json(run: SimRun, seconds: dict[str, float], dilation: float) -> dict[s
         chip_ms_simulated={k: round(v * 1000.0, 4) for k, v in seconds.items()},
         time_dilation=dilation,
         fps_pi=round(run.fps / dilation, 2),
+        # Device idle time per frame (Pi time): the host work and overhead the layout leaves between device jobs.
+        device_idle_per_frame_pi_ms=round(1000.0 * run.seconds * (1.0 - run.chip_busy)
+                                          / max(1, run.frames_published) * dilation, 3),
         latency_pi_ms={k: round(v * dilation, 2) for k, v in e2e.items()},
         latency_note="pace=fast keeps the capture queue full, so end_to_end includes capture_queue (frames "
                      "waiting for the inference thread); the model's latency_ms excludes queueing",
