@@ -7,6 +7,7 @@
     edge-bench eval wider --images WIDER_val/images --gt GT_DIR [--pred-dir DIR]
     edge-bench eval ap50 --images DIR --gt boxes.json
     edge-bench report
+    edge-bench hailo-sim [--arch hailo8|hailo8l] [--pcie gen2x1|gen3x1] [--host-scale X] [--source SRC] [--no-sim]
 
 See docs/bench.md for the configuration syntax of ``--compare``, the result files and every metric.
 """
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="Markdown page + charts from the result files")
     rp.add_argument("--results", type=Path, default=None, help="result folder (default benchmarks/results)")
     rp.add_argument("--output", type=Path, default=None, help="Markdown file (default <results>/REPORT.md)")
+
+    from edge_agent.bench.hailo_simcmd import add_parser as add_hailo_sim
+
+    add_hailo_sim(sub)
     return parser
 
 
@@ -135,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             from edge_agent.bench.evalcmd import run_eval
 
             data, text = run_eval(args)
+            _print(data, text, args.json)
+            return EXIT_OK
+        if args.command == "hailo-sim":
+            from edge_agent.bench.hailo_simcmd import run_hailo_sim
+
+            data, text = run_hailo_sim(args)
             _print(data, text, args.json)
             return EXIT_OK
         if args.command == "report":
