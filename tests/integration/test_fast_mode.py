@@ -8,21 +8,19 @@ every frame with the same faces (one face per frame, none after the cut); no tim
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import zmq
 
 from edge_agent.manifest import ManifestError
-from edge_agent.messages import EmotionMessage, StatusMessage, decode
+from edge_agent.messages import EmotionMessage, StatusMessage
 from edge_agent.pipeline import Pipeline
 from edge_agent.settings import ConfigError, load_settings
+from tests.support.daemon import daemon_env
+from tests.support.stream import StreamCollector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST_DETECTOR = "detector/retinaface-mnet025-int8"
@@ -32,70 +30,27 @@ LAST_FACE_FRAME = 68
 FIRST_EMPTY_FRAME = 75
 
 
-class _Collector:
-    def __init__(self, endpoint: str) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 10000)
-        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
-        self.raw: list[tuple[bytes, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self.sock.poll(50):
-                topic, payload = self.sock.recv_multipart()
-                self.raw.append((topic, payload))
-
-    def close(self, drain_s: float = 1.0) -> None:
-        time.sleep(drain_s)
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-        self.ctx.term()
-
-
 def _run_fast(shipped_model: Callable[[str], Path], video: Path,
               tmp_path: Path) -> tuple[list[EmotionMessage], StatusMessage]:
     endpoint = f"ipc://{tmp_path}/fast.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
-    env.update({
-        "EDGE_AGENT_DETECTOR__MODEL": str(shipped_model(FAST_DETECTOR)),
-        "EDGE_AGENT_CLASSIFIER__MODEL": str(shipped_model(CLASSIFIER)),
-        "EDGE_AGENT_DETECTOR__MODE": "fast",
-        "EDGE_AGENT_DETECTOR__FULL_EVERY": "10",
-        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
-        "EDGE_AGENT_PUBLISHER__CAMERA_ID": "fast",
-        "EDGE_AGENT_PUBLISHER__SNDHWM": "1000",
-        "EDGE_AGENT_SOURCE__PACE": "fast",
-    })
-    sub = _Collector(endpoint)
+    models = {"detector": shipped_model(FAST_DETECTOR), "classifier": shipped_model(CLASSIFIER)}
+    env = daemon_env(models, endpoint, detector__mode="fast", detector__full_every="10",
+                     publisher__camera_id="fast", publisher__sndhwm="1000", source__pace="fast")
+    sub = StreamCollector(endpoint)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "edge_agent", "run", "--source", str(video), "--once", "--backend", "onnx"],
             env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
         )
     finally:
-        sub.close()
+        sub.close(drain_s=1.0)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert "detector mode fast: full detection every 10 frames" in proc.stderr
-    emotions: list[EmotionMessage] = []
-    statuses: list[StatusMessage] = []
-    for topic, payload in sub.raw:
-        msg = decode(topic, payload)
-        if isinstance(msg, EmotionMessage):
-            emotions.append(msg)
-        elif isinstance(msg, StatusMessage):
-            statuses.append(msg)
+    statuses = sub.statuses
     assert statuses and statuses[-1].state == "ended"
     assert statuses[-1].models.detector == "retinaface-mnet025-int8"
-    return emotions, statuses[-1]
+    return sub.emotions, statuses[-1]
 
 
 @pytest.mark.slow
