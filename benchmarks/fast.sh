@@ -22,6 +22,9 @@ ALL=72                                          # single_face.mp4 has 72 frames:
 # 1. The headline: fast mode alone, stage table + the real pipelined daemon (fps, capture->publish latency).
 "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --max-frames $ALL --repeat 500 --config "$FAST"
 
+# ... and the default mode (acwface-dcn, full) the same way, for the pipelined baseline of the same session.
+"${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --max-frames $ALL --repeat 300
+
 # 2. The one-command proof: fast mode vs the default mode (acwface-dcn, full), interleaved: fps ratio + recall.
 "${BENCH[@]}" --note "$NOTE" --classifier "$CLS" --threads 1 --max-frames $ALL --repeat 500 \
     --compare "$FAST" "mode=full"
