@@ -226,7 +226,9 @@ def _check_one(settings: Settings, kind: BackendKind, task: str, location: Path,
                 raise ManifestError(f"backend onnx needs an .onnx artifact, {location} holds {art.manifest.format}")
             backend = OnnxBackend(art.path, intra_op_threads=1, inter_op_threads=1)
         if task == "detector":
-            FaceDetector(art, backend)
+            detector = FaceDetector(art, backend)
+            if (fast := fast_config(settings.detector)) is not None:
+                check_detector(detector, fast)  # detector.mode fast needs a dynamic-size model
         else:
             ExpressionClassifier(art, backend)
         m = art.manifest

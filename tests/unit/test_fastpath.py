@@ -13,6 +13,7 @@ import pytest
 from edge_agent.backends.onnx import OnnxBackend
 from edge_agent.bench.detection import iou_matrix
 from edge_agent.detector import FaceDetector
+from edge_agent.engine import check_models
 from edge_agent.fastpath import (
     AUTO_MIN_SCALE,
     FastConfig,
@@ -298,3 +299,15 @@ def test_a_crowd_is_detected_in_full(full_detector: FaceDetector, scenes: dict[s
     for _ in range(3):
         assert _same_faces(fast.detect(scenes["multi"]), expected, 0.99)
     assert fast.counts.full == 3 and fast.counts.roi == 0
+
+
+def test_check_config_reports_a_fixed_size_detector_in_fast_mode(shipped_model: Callable[[str], Path]) -> None:
+    def checks(det: str, mode: str) -> list[tuple[str, bool, str]]:
+        s = load_settings(None, {"backend.kind": "onnx", "detector.model": shipped_model(det),
+                                 "classifier.model": shipped_model("classifier/mnv3s-facex7"), "detector.mode": mode})
+        return [(c.task, c.ok, c.detail) for c in check_models(s)]
+
+    assert [ok for _, ok, _ in checks(FAST_MODEL, "fast")] == [True, True]
+    assert [ok for _, ok, _ in checks(FIXED_MODEL, "full")] == [True, True]
+    (task, ok, detail), cls = checks(FIXED_MODEL, "fast")
+    assert task == "detector" and not ok and "dynamic" in detail and cls[1]
