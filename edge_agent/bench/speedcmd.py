@@ -72,6 +72,9 @@ def efficiency(proc: FrameProcessor, frames: FrameSet, summary: dict[str, Any]) 
     det_art, cls_art = proc.detector_artifact, proc.classifier_artifact
     if det_art.manifest.format != "onnx" or cls_art.manifest.format != "onnx":
         return {"skipped": "GFLOP counts need the ONNX form of the models"}
+    if plan_counts(proc) is not None:
+        return {"skipped": "fast detection mode: the detector work per frame varies (full / ROI / none, see "
+                           "detector_plans), so a per-frame GFLOP count would overstate it"}
     det_shape = _detector_shape(proc, frames.frames[0])
     det_macs = onnx_macs(det_art.path, _input_shapes(det_art, det_shape))
     w, h = cls_art.manifest.preprocess.input_size

@@ -88,9 +88,10 @@ def test_config_flag_sets_the_mode_of_a_single_run(tmp_path: Path, shipped_model
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     det, cls = shipped_model(FAST_DETECTOR), shipped_model(CLASSIFIER)
     rc = main(["--source", str(asset("single_face.mp4")), "--detector", str(det), "--classifier", str(cls),
-               "--warmup", "0", "--repeat", "6", "--max-frames", "6", "--json", "--quiet", "--no-efficiency",
+               "--warmup", "0", "--repeat", "6", "--max-frames", "6", "--json", "--quiet",
                "--pipeline-seconds", "0", "--out-dir", str(tmp_path), "--config", "mode=fast,full_every=3"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert data["config"]["mode"] == "fast" and data["config_name"].startswith("retinaface-mnet025-int8+")
     assert data["result"]["detector_plans"]["full"] == 2 and data["result"]["detector_plans"]["roi"] == 4
+    assert "fast detection mode" in data["result"]["efficiency"]["skipped"]  # no per-frame GFLOP figure
