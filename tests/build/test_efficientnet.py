@@ -109,9 +109,9 @@ def test_timm_mapping_covers_every_key_and_keeps_tensors() -> None:
     assert mapped["features.2.1.block.3.1.running_var"] is timm["blocks.1.1.bn3.running_var"]
     assert mapped["classifier.1.weight"] is timm["classifier.weight"]
     efficientnet_b0(1000).load_state_dict(mapped, strict=True)
-    with pytest.raises(CheckpointLayoutError, match="blocks.0.0.conv_x.weight"):
+    with pytest.raises(CheckpointLayoutError, match=r"blocks\.0\.0\.conv_x\.weight"):
         timm_to_torchvision({"blocks.0.0.conv_x.weight": torch.zeros(1)})
-    with pytest.raises(CheckpointLayoutError, match="head.fc.weight"):
+    with pytest.raises(CheckpointLayoutError, match=r"head\.fc\.weight"):
         timm_to_torchvision({"head.fc.weight": torch.zeros(1)})
 
 
