@@ -4,8 +4,10 @@ PyPI torchvision cannot be imported beside this torch, so the network is rebuilt
 as torchvision's ``_efficientnet_conf("efficientnet_b0")`` (Tan & Le 2019, table 1). Keys and shapes match
 torchvision exactly (``features.0`` stem .. ``features.1-7`` MBConv stages .. ``features.8`` 1x1 head conv,
 ``classifier.1`` the linear head), so a torchvision checkpoint loads with ``strict=True``; a timm
-``efficientnet_b0`` checkpoint loads through :func:`timm_to_torchvision` (explicit key mapping). No checkpoint
-is shipped: none is available from any registry this project uses.
+``efficientnet_b0`` checkpoint loads through :func:`timm_to_torchvision` (explicit key mapping; timm's
+``efficientnet_b0`` has the same symmetric padding and BatchNorm eps, unlike ``tf_efficientnet_b0``, whose keys map
+but whose TF "same" padding and eps 1e-3 this network does not reproduce). No checkpoint is shipped: none is
+available from any registry this project uses.
 
 Input N x 3 x S x S RGB, ImageNet-normalised (224 in seed 003; any multiple of 32 works); output N x K logits.
 Parameters for 1000 classes: 5,288,548 (torchvision's documented figure).
