@@ -128,6 +128,25 @@ def _bar_chart(path: Path, rows: list[tuple[str, dict[str, Any]]]) -> bool:
     return True
 
 
+def _binary_lines(b: dict[str, Any] | None) -> list[str]:
+    """The positive-class table of an evaluation's ``binary`` block (binary models, or --positive)."""
+    if not b:
+        return []
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    over = f" over the {b['over']}" if b.get("over") else ""
+    neg = b["negative"] if isinstance(b["negative"], str) else ", ".join(b["negative"])
+    return ["", f"Positive class `{b['positive']}` (negative: `{neg}`){over}; precision, recall and F1 "
+                f"of the {b['decision']}, AP and ROC-AUC from the positive-class probability "
+                f"(PR curve `{b['pr_curve']}`):", "",
+            "| precision | recall | F1 | AP | ROC-AUC | tp | fp | fn | tn |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {f(b['precision'])} | {f(b['recall'])} | {f(b['f1'])} | {f(b['average_precision'])} | "
+            f"{f(b['roc_auc'])} | {b['tp']} | {b['fp']} | {b['fn']} | {b['tn']} |"]
+
+
 def write_report(folder: Path, out: Path | None = None) -> Path:
     results = _load_results(folder)
     if not results:
@@ -188,6 +207,7 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
         if summ:
             lines += ["| metric | value |", "|---|---:|"]
             lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summ.items()]
+        lines += _binary_lines(d.get("binary"))
         for png in d.get("plots", []):
             lines += ["", f"![{key}]({Path(png).name})"]
         if d.get("baselines"):

@@ -111,10 +111,15 @@ def _header(args: argparse.Namespace, frames: FrameSet) -> dict[str, Any]:
     }
 
 
-def model_facts(proc: FrameProcessor) -> dict[str, dict[str, str]]:
-    """model_id, sha256 and format of the two artifacts a result was measured with."""
-    return {role: {"model_id": a.manifest.model_id, "sha256": a.manifest.sha256, "format": a.manifest.format}
-            for role, a in (("detector", proc.detector_artifact), ("classifier", proc.classifier_artifact))}
+def model_facts(proc: FrameProcessor) -> dict[str, dict[str, Any]]:
+    """model_id, sha256, format and input size of the two artifacts a result was measured with, and the
+    classifier's labels (any number, manifest order)."""
+    facts: dict[str, dict[str, Any]] = {
+        role: {"model_id": a.manifest.model_id, "sha256": a.manifest.sha256, "format": a.manifest.format,
+               "input_size": list(a.manifest.preprocess.input_size)}
+        for role, a in (("detector", proc.detector_artifact), ("classifier", proc.classifier_artifact))}
+    facts["classifier"]["labels"] = list(proc.classifier_artifact.manifest.labels or ())
+    return facts
 
 
 def source_tag(source: str) -> str:

@@ -11,7 +11,6 @@ probabilities, input size from the manifest), not accuracy.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +22,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_agent.manifest import load_artifact  # noqa: E402
-from edge_agent.messages import EmotionMessage, StatusMessage, decode  # noqa: E402
-from tests.integration.test_stream import Collector  # noqa: E402
+from tests.support.daemon import daemon_env  # noqa: E402
+from tests.support.stream import StreamCollector  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "csv_tiny"
@@ -79,17 +78,11 @@ def test_daemon_publishes_the_custom_models_labels(model_id: str, exported: dict
     assert (model_dir / "MODEL_CARD.md").read_text().startswith(f"# {model_id}: {ARCH[model_id]}")
 
     endpoint = f"ipc://{tmp_path}/edge.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
-    env.update({
-        "EDGE_AGENT_DETECTOR__MODEL": str(shipped_model("detector/acwface-dcn")),
-        "EDGE_AGENT_CLASSIFIER__MODEL": str(model_dir),  # the only change: which classifier directory
-        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
-        "EDGE_AGENT_PUBLISHER__CAMERA_ID": "custom",
-        "EDGE_AGENT_PUBLISHER__SNDHWM": "1000",
-        "EDGE_AGENT_PUBLISHER__STATUS_INTERVAL_S": "0.5",
-        "EDGE_AGENT_SOURCE__PACE": "fast",
-    })
-    sub = Collector(endpoint)
+    # The only change from the default configuration: which classifier directory (plus test plumbing).
+    models = {"detector": shipped_model("detector/acwface-dcn"), "classifier": model_dir}
+    env = daemon_env(models, endpoint, publisher__camera_id="custom", publisher__sndhwm="1000",
+                     publisher__status_interval_s="0.5", source__pace="fast")
+    sub = StreamCollector(endpoint)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "edge_agent", "run", "--source", str(asset("single_face.mp4")), "--once",
@@ -97,13 +90,9 @@ def test_daemon_publishes_the_custom_models_labels(model_id: str, exported: dict
             env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
         )
     finally:
-        sub.close()
+        sub.close(drain_s=1.0)  # every body validated against the schema on arrival
     assert proc.returncode == 0, proc.stderr[-3000:]
-    emotions: list[EmotionMessage] = []
-    statuses: list[StatusMessage] = []
-    for topic, payload in sub.raw:
-        msg = decode(topic, payload)
-        (emotions if isinstance(msg, EmotionMessage) else statuses).append(msg)  # type: ignore[arg-type]
+    emotions, statuses = sub.emotions, sub.statuses
     assert [e.frame_id for e in emotions] == list(range(SINGLE_FACE_FRAMES))
     faces = [f for e in emotions for f in e.faces]
     assert len(faces) == SINGLE_FACE_FRAMES  # one face per frame, every one classified
