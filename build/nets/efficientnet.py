@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from build.nets.blocks import ConvNormAct, SqueezeExcitation
+
 
 @dataclass(frozen=True)
 class StageRow:
@@ -55,34 +57,11 @@ HEAD_PREFIX = "classifier.1."
 TORCHVISION_B0_PARAMS = 5_288_548
 
 
-class ConvBNAct(nn.Sequential):
-    """Conv2d (no bias) -> BatchNorm2d (torch defaults, as torchvision's B0) -> optional SiLU."""
-
-    def __init__(self, in_ch: int, out_ch: int, *, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 act: bool = True) -> None:
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(out_ch),
-        ]
-        if act:
-            layers.append(nn.SiLU(inplace=True))
-        super().__init__(*layers)
-
-
-class SqueezeExcitation(nn.Module):
-    """avgpool -> fc1 (1x1) -> SiLU -> fc2 (1x1) -> sigmoid -> scale (torchvision's SE with B0's activations)."""
-
-    def __init__(self, channels: int, squeeze: int) -> None:
-        super().__init__()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.activation = nn.SiLU(inplace=True)
-        self.scale_activation = nn.Sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s: torch.Tensor = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
-        return x * s
+def conv_bn_act(in_ch: int, out_ch: int, *, kernel: int = 1, stride: int = 1, groups: int = 1,
+              act: bool = True) -> ConvNormAct:
+    """Conv -> BatchNorm2d (torch defaults, as torchvision's B0) -> optional SiLU."""
+    return ConvNormAct(in_ch, out_ch, kernel=kernel, stride=stride, groups=groups,
+                       activation=nn.SiLU if act else None)
 
 
 def stochastic_depth(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -105,10 +84,11 @@ class MBConv(nn.Module):
         expanded = in_ch * expand
         layers: list[nn.Module] = []
         if expanded != in_ch:
-            layers.append(ConvBNAct(in_ch, expanded))
-        layers.append(ConvBNAct(expanded, expanded, kernel=kernel, stride=stride, groups=expanded))
-        layers.append(SqueezeExcitation(expanded, max(1, int(in_ch * SE_RATIO))))
-        layers.append(ConvBNAct(expanded, out_ch, act=False))
+            layers.append(conv_bn_act(in_ch, expanded))
+        layers.append(conv_bn_act(expanded, expanded, kernel=kernel, stride=stride, groups=expanded))
+        layers.append(SqueezeExcitation(expanded, max(1, int(in_ch * SE_RATIO)), activation=nn.SiLU,
+                                        scale_activation=nn.Sigmoid))
+        layers.append(conv_bn_act(expanded, out_ch, act=False))
         self.block = nn.Sequential(*layers)
         self.drop_prob = drop_prob
         self.out_channels = out_ch
@@ -129,7 +109,7 @@ class EfficientNetB0(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        layers: list[nn.Module] = [ConvBNAct(3, stages[0].in_ch, kernel=3, stride=2)]
+        layers: list[nn.Module] = [conv_bn_act(3, stages[0].in_ch, kernel=3, stride=2)]
         total = sum(r.repeats for r in stages)
         block_id = 0
         for row in stages:
@@ -142,7 +122,7 @@ class EfficientNetB0(nn.Module):
                 block_id += 1
             layers.append(nn.Sequential(*blocks))
         head = 4 * stages[-1].out_ch
-        layers.append(ConvBNAct(stages[-1].out_ch, head))
+        layers.append(conv_bn_act(stages[-1].out_ch, head))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), nn.Linear(head, num_classes))
