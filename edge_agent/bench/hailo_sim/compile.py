@@ -13,19 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.backends.hailo_manifest import CompileFacts, HefOutput, hef_network_name, write_hef_artifact
+from edge_agent.backends.hailo_manifest import (
+    CompileFacts,
+    HefOutput,
+    hef_network_name,
+    onnx_output_layout,
+    write_hef_artifact,
+)
 from edge_agent.bench.hailo_sim.network import SIM_HEF_VERSION
-from edge_agent.manifest import ModelArtifact, load_artifact
-
-
-def _layout(art: ModelArtifact, name: str, rank: int) -> str:
-    m = art.manifest
-    if rank == 2:
-        return "NC"
-    if m.detector_outputs is not None and m.detector_outputs.kind == "raw_heads":
-        return m.detector_outputs.heads_layout
-    info = next(t for t in m.outputs if t.name == name)
-    return info.layout or "NCHW"
+from edge_agent.manifest import load_artifact
 
 
 def sim_compile(onnx_dir: Path, out_dir: Path, arch: str = "hailo8") -> Path:
@@ -44,7 +40,7 @@ def sim_compile(onnx_dir: Path, out_dir: Path, arch: str = "hailo8") -> Path:
     ys = sess.run(names, {in_name: np.zeros((1, 3, h, w), np.float32)})
     outputs, described = [], []
     for i, (name, y) in enumerate(zip(names, ys, strict=True)):
-        layout = _layout(art, name, y.ndim)
+        layout = onnx_output_layout(art, name, y.ndim)
         y0 = y[0]
         shape = tuple(int(d) for d in (y0.transpose(1, 2, 0).shape if layout == "NCHW" else y0.shape))
         hef_name = f"{net}/conv{i + 1}"
