@@ -1,8 +1,9 @@
 """Classifier data: CSV / class-folder splits, image loading, the daemon's pre-processing, augmentation.
 
 Pre-processing is the daemon's own code (``edge_agent.vision.preprocess.stretch`` + ``to_tensor``) driven by
-the same ``Preprocess`` record the exported manifest carries: BGR uint8 -> stretch to 160 x 160 (INTER_AREA
-down / INTER_LINEAR up) -> RGB, x/255, ImageNet mean/std, NCHW float32. Training and serving therefore agree
+the same ``Preprocess`` record the exported manifest carries: BGR uint8 -> stretch to S x S (INTER_AREA
+down / INTER_LINEAR up) -> RGB, x/255, ImageNet mean/std, NCHW float32; S is the architecture's input size
+(160 for MobileNetV3-Small, 224 for EfficientNet-B0, or ``--img-size``). Training and serving therefore agree
 bit for bit on the input transform.
 
 CSV schema (seed 001): ``path`` plus one of ``label_en`` / ``orig_kor`` / ``label`` (first present wins, in that
@@ -13,6 +14,7 @@ order); optional ``minX,minY,maxX,maxY`` are read but not used for training. ``p
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -30,7 +32,7 @@ from edge_agent.vision.preprocess import stretch, to_tensor
 
 log = logging.getLogger(__name__)
 
-INPUT_SIZE = 160
+INPUT_SIZE = 160  # MobileNetV3-Small's default; every function here takes the size as a parameter
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LABEL_COLUMNS = ("label_en", "orig_kor", "label")
@@ -38,10 +40,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 UInt8Image = npt.NDArray[np.uint8]
 
-PREPROCESS = Preprocess(
-    input_size=(INPUT_SIZE, INPUT_SIZE), resize="stretch", color_order="RGB", layout="NCHW",
-    dtype="float32", scale=1.0 / 255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-)
+
+
+@functools.lru_cache(maxsize=8)
+def preprocess_for(size: int) -> Preprocess:
+    """The manifest's pre-processing record for a square S x S classifier input."""
+    return Preprocess(
+        input_size=(size, size), resize="stretch", color_order="RGB", layout="NCHW",
+        dtype="float32", scale=1.0 / 255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    )
+
+
+PREPROCESS = preprocess_for(INPUT_SIZE)
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,7 @@ _warned: set[str] = set()
 
 
 def load_image_bgr(path: Path) -> UInt8Image:
-    """Read an image; a missing or undecodable file becomes a black 160 x 160 patch with one warning per file."""
+    """Read an image; a missing or undecodable file becomes a black patch with one warning per file."""
     img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
     if img is None or img.size == 0:
         key = str(path)
@@ -128,10 +138,10 @@ def load_image_bgr(path: Path) -> UInt8Image:
     return img  # type: ignore[return-value]
 
 
-def to_input(img_bgr: UInt8Image) -> npt.NDArray[np.float32]:
-    """BGR uint8 HxWx3 -> (3, 160, 160) float32 exactly as the daemon prepares a face crop."""
-    resized, _ = stretch(img_bgr, (INPUT_SIZE, INPUT_SIZE))
-    t = to_tensor(np.ascontiguousarray(resized), PREPROCESS)
+def to_input(img_bgr: UInt8Image, size: int = INPUT_SIZE) -> npt.NDArray[np.float32]:
+    """BGR uint8 HxWx3 -> (3, size, size) float32 exactly as the daemon prepares a face crop."""
+    resized, _ = stretch(img_bgr, (size, size))
+    t = to_tensor(np.ascontiguousarray(resized), preprocess_for(size))
     return np.asarray(t[0], dtype=np.float32)
 
 
@@ -184,11 +194,12 @@ def augment(img: UInt8Image, rng: np.random.Generator, cfg: AugmentConfig) -> UI
 
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Samples -> (3x160x160 tensor, class index); optional augmentation seeded per (seed, epoch, index)."""
+    """Samples -> (3 x S x S tensor, class index); optional augmentation seeded per (seed, epoch, index)."""
 
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], augment_cfg: AugmentConfig | None = None,
-                 seed: int = 1337) -> None:
+                 seed: int = 1337, input_size: int = INPUT_SIZE) -> None:
         self.samples = list(samples)
+        self.input_size = input_size
         self.index = {c: i for i, c in enumerate(classes)}
         self.augment_cfg = augment_cfg
         self.seed = seed
@@ -209,4 +220,4 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         if self.augment_cfg is not None:
             rng = np.random.default_rng((self.seed, self.epoch, i))
             img = augment(img, rng, self.augment_cfg)
-        return torch.from_numpy(to_input(img)), self.index[s.label]
+        return torch.from_numpy(to_input(img, self.input_size)), self.index[s.label]

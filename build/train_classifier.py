@@ -1,4 +1,4 @@
-"""Train / evaluate the MobileNetV3-Small expression classifier on CSV splits or class folders (seed 001).
+"""Train / evaluate an image classifier (MobileNetV3-Small or EfficientNet-B0) on CSV splits or class folders.
 
     python -m build.train_classifier --mode finetune --epochs 30 --batch 256 --workers 4 \\
         --lr-backbone 1e-4 --lr-head 5e-4 --train-csv data/train.csv --val-csv data/val.csv \\
@@ -7,10 +7,20 @@
 Outputs in ``--out``: ``best.pt``, ``val_metrics_best.json``, ``test_metrics.json`` (top1, macro_f1, per-class
 precision/recall/f1, confusion matrix), ``test_preds.csv`` (``path,true,pred``), ``classes.json``, ``history.json``.
 
-There are NO ImageNet MobileNetV3 weights in this project (nothing is downloaded from a hub): without
-``--init`` the network starts from torchvision's random initialisation, so ``--mode probe`` on a fresh network
-only trains a head over random features. Use ``--init`` with a checkpoint of this trainer (``best.pt``), of
-``build.distill_classifier``, or a torchvision ``mobilenet_v3_small`` state_dict you have yourself.
+Seed 003's EfficientNet-B0 binary recipe is ``--preset seed003`` (two stages: head only on a frozen backbone, then
+the last 3 blocks at a 10x lower learning rate; dropout 0.3, Adam with weight decay 1e-4, ReduceLROnPlateau and
+early stopping on the validation loss, balanced class weights, batch 32, 224 x 224, AMP on CUDA):
+
+    python -m build.train_classifier --preset seed003 --train-dir data/train --val-dir data/val \
+        --test-dir data/test --out runs/effnet_binary --verbose
+
+K is the number of distinct training labels (2 for a binary task). ``best.pt`` records the architecture, the input
+size, the dropout and the label order, so ``build.export.classifier`` needs no extra flags.
+
+There are NO ImageNet weights in this project (nothing is downloaded from a hub): without ``--init`` the network
+starts from torchvision's random initialisation, so ``--mode probe`` (or stage 1 of ``two_stage``) on a fresh
+network only trains a head over random features. Use ``--init`` with a checkpoint of this trainer (``best.pt``),
+of ``build.distill_classifier``, or a torchvision (or, for efficientnet_b0, timm) ImageNet state_dict you have.
 """
 
 from __future__ import annotations
@@ -36,7 +46,6 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from build.classifier_data import (
-    INPUT_SIZE,
     AugmentConfig,
     ImageDataset,
     Sample,
@@ -45,11 +54,22 @@ from build.classifier_data import (
     read_folder_split,
     resolve_classes,
 )
-from build.nets.mobilenetv3 import MobileNetV3Small, mobilenet_v3_small
+from build.nets.classifiers import ARCHS, arch_of, build_classifier, check_input_size, get_arch
+from build.nets.efficientnet import CheckpointLayoutError, EfficientNetB0, is_timm_layout, timm_to_torchvision
 
 log = logging.getLogger(__name__)
 
-ARCH = "mobilenet_v3_small"
+DEFAULT_ARCH = "mobilenet_v3_small"
+MODES = ("probe", "finetune", "two_stage")
+
+# Seed 003 (EfficientNet-B0 binary, PyTorch): its hyper-parameter table, as trainer defaults. Explicit flags win.
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed003": {
+        "arch": "efficientnet_b0", "img_size": 224, "mode": "two_stage", "stage_epochs": [15, 20],
+        "batch": 32, "optimizer": "adam", "lr_head": 1e-3, "stage2_lr_factor": 0.1, "weight_decay": 1e-4,
+        "dropout": 0.3, "class_weights": "balanced", "plateau_patience": 3, "patience": 5, "select": "val_loss",
+    },
+}
 
 
 # ----------------------------------------------------------------------------------------- pure helpers
@@ -140,17 +160,21 @@ def classification_metrics(true: Sequence[int], pred: Sequence[int], classes: Se
 
 
 # ----------------------------------------------------------------------------------------- stages
-def head_modules(model: MobileNetV3Small) -> list[nn.Module]:
-    return [model.classifier]
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    classifier = model.classifier
+    assert isinstance(classifier, nn.Module)
+    return [classifier]
 
 
-def last_blocks(model: MobileNetV3Small) -> list[nn.Module]:
-    """"Last 2 blocks": the last two bnecks (features.10, .11) and the 1x1 head conv (features.12)."""
-    return [model.features[10], model.features[11], model.features[12]]
+def last_blocks(model: nn.Module) -> list[nn.Module]:
+    """The "last blocks" of the staged unfreeze, per architecture (``ClassifierArch.last_blocks_doc``):
+    MobileNetV3-Small: features.10, .11 + the 1x1 head conv features.12; EfficientNet-B0 (seed 003's "last 3
+    blocks"): the MBConv stages features.5, .6, .7 + the 1x1 head conv features.8."""
+    return arch_of(model).last_blocks(model)
 
 
-def set_trainable(model: MobileNetV3Small, stage: int) -> None:
-    """Stage 1: head only; stage 2: last 2 blocks + head; stage 3: everything."""
+def set_trainable(model: nn.Module, stage: int) -> None:
+    """Stage 1: head only; stage 2: last blocks + head; stage 3: everything."""
     for p in model.parameters():
         p.requires_grad = stage >= 3
     groups = head_modules(model) + (last_blocks(model) if stage == 2 else [])
@@ -167,7 +191,8 @@ def freeze_bn_of_frozen(model: nn.Module) -> None:
 
 
 def stage_schedule(mode: str, epochs: int) -> list[int]:
-    """Stage per epoch. probe: all 1. finetune: ~20% head, ~30% last blocks + head, rest everything."""
+    """Stage per epoch. probe: all 1. finetune: ~20% head, ~30% last blocks + head, rest everything.
+    (two_stage has its own loop: see :func:`run_two_stage`.)"""
     if mode == "probe":
         return [1] * epochs
     s1 = max(1, round(0.2 * epochs))
@@ -209,36 +234,67 @@ def parse_classes(arg: str | None) -> list[str] | None:
     return [c.strip() for c in arg.split(",") if c.strip()]
 
 
-def load_init(model: MobileNetV3Small, path: Path, num_classes: int) -> None:
-    """Load a checkpoint (ours: {'state_dict': ...} or a bare torchvision-layout state_dict). A head of a
-    different K is dropped and re-initialised; everything else must match exactly."""
+def _state_dict_of(raw: Any, path: Path) -> dict[str, torch.Tensor]:
+    sd = raw["state_dict"] if isinstance(raw, dict) and "state_dict" in raw else raw
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise SystemExit(f"--init {path}: not a state_dict (nor a checkpoint with 'state_dict')")
+    return sd
+
+
+def load_init(model: nn.Module, path: Path, num_classes: int) -> None:
+    """Load a checkpoint (ours: {'state_dict': ...} or a bare torchvision-layout state_dict; for efficientnet_b0 a
+    timm-layout one too). A head of a different K is dropped and re-initialised; everything else must match
+    exactly (BatchNorm ``num_batches_tracked`` counters may be absent, as in some published files)."""
+    spec = arch_of(model)
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    sd: dict[str, torch.Tensor] = raw["state_dict"] if isinstance(raw, dict) and "state_dict" in raw else raw
-    head_w = sd.get("classifier.3.weight")
+    if isinstance(raw, dict) and isinstance(raw.get("arch"), str) and raw["arch"] != spec.name:
+        raise SystemExit(f"--init {path}: a {raw['arch']} checkpoint, but --arch is {spec.name}")
+    sd = _state_dict_of(raw, path)
+    if isinstance(model, EfficientNetB0) and is_timm_layout(sd):
+        try:
+            sd = timm_to_torchvision(sd)
+        except CheckpointLayoutError as exc:
+            raise SystemExit(f"--init {path}: {exc}") from exc
+        log.info("--init %s: timm layout, keys mapped to torchvision's", path)
+    allowed_missing: set[str] = set()
+    head_w = sd.get(spec.head_prefix + "weight")
     if head_w is not None and head_w.shape[0] != num_classes:
         log.warning("--init %s has a %d-class head; re-initialising it for %d classes",
                     path, head_w.shape[0], num_classes)
-        sd = {k: v for k, v in sd.items() if not k.startswith("classifier.3.")}
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if set(missing) != {"classifier.3.weight", "classifier.3.bias"} or unexpected:
-            raise SystemExit(f"--init {path}: not a mobilenet_v3_small state_dict "
-                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    else:
-        model.load_state_dict(sd, strict=True)
+        sd = {k: v for k, v in sd.items() if not k.startswith(spec.head_prefix)}
+        allowed_missing = {spec.head_prefix + "weight", spec.head_prefix + "bias"}
+    own = model.state_dict()
+    for key in own:
+        if key.endswith("num_batches_tracked") and key not in sd:
+            sd[key] = own[key]
+    missing = sorted(set(own) - set(sd) - allowed_missing)
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise SystemExit(f"--init {path}: not a state_dict of {spec.name} ({len(missing)} missing keys, e.g. "
+                         f"{missing[:4]}; {len(unexpected)} unexpected, e.g. {unexpected[:4]})")
+    try:
+        model.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise SystemExit(f"--init {path}: shapes do not match {spec.name}: {str(exc)[:600]}") from exc
     log.info("initialised from %s", path)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: DataLoader[Any], device: torch.device, desc: str,
-            verbose: bool) -> tuple[list[int], list[int]]:
+            verbose: bool, *, weights: torch.Tensor | None = None) -> tuple[list[int], list[int], float]:
+    """(true labels, predicted labels, mean (class-weighted) cross-entropy) over a loader."""
     model.eval()
     trues: list[int] = []
     preds: list[int] = []
+    loss_sum, n = 0.0, 0
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not verbose):
         logits = model(x.to(device))
+        target = F.one_hot(y.to(device), logits.shape[1]).float()
+        loss_sum += soft_target_loss(logits, target, weights).item() * x.shape[0]
+        n += x.shape[0]
         preds += logits.argmax(1).cpu().tolist()
         trues += y.tolist()
-    return trues, preds
+    return trues, preds, loss_sum / max(1, n)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -248,38 +304,219 @@ def write_json(path: Path, obj: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m build.train_classifier",
-        description="Train MobileNetV3-Small (160x160 RGB, ImageNet mean/std) on CSV splits or class folders. "
-                    "NOTE: no ImageNet MobileNetV3 weights exist in this project; without --init training starts "
-                    "from random initialisation (probe mode then trains a head over random features).",
+        description="Train a classifier (mobilenet_v3_small at 160x160 or efficientnet_b0 at 224x224; RGB, ImageNet "
+                    "mean/std; K = number of training labels, 2 for a binary task) on CSV splits or class folders. "
+                    "NOTE: no ImageNet weights exist in this project; without --init training starts from random "
+                    "initialisation (probe mode then trains a head over random features).",
     )
     for split in ("train", "val", "test"):
         ap.add_argument(f"--{split}-csv", help=f"{split} CSV: path + label_en|orig_kor|label")
         ap.add_argument(f"--{split}-dir", help=f"{split} folder: <dir>/<class>/<image>")
     ap.add_argument("--project-root", default=".", help="CSV paths are relative to this directory")
     ap.add_argument("--out", required=True, help="run directory (created)")
-    ap.add_argument("--mode", choices=["probe", "finetune"], default="finetune",
-                    help="probe: backbone frozen, head only; finetune: head -> last 2 blocks + head -> all")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--preset", choices=sorted(PRESETS),
+                    help="seed003: EfficientNet-B0 two-stage recipe (explicit flags override its values)")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default=DEFAULT_ARCH)
+    ap.add_argument("--img-size", type=int, default=None,
+                    help="square input size, a multiple of 32 (default: 160 mobilenet_v3_small, 224 efficientnet_b0)")
+    ap.add_argument("--dropout", type=float, default=None, help="head dropout (default: the architecture's, 0.2)")
+    ap.add_argument("--mode", choices=MODES, default="finetune",
+                    help="probe: backbone frozen, head only; finetune: head -> last blocks + head -> all (one "
+                         "warmup+cosine schedule); two_stage: head only, then last blocks + head at "
+                         "--stage2-lr-factor x the LR, each stage with ReduceLROnPlateau and early stopping")
+    ap.add_argument("--epochs", type=int, default=30, help="probe/finetune epochs")
+    ap.add_argument("--stage-epochs", type=int, nargs=2, default=[15, 20], metavar=("N1", "N2"),
+                    help="two_stage: maximum epochs of stage 1 and stage 2")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--lr-head", type=float, default=5e-4)
-    ap.add_argument("--lr-backbone", type=float, default=1e-4)
+    ap.add_argument("--optimizer", choices=["adamw", "adam"], default="adamw",
+                    help="adam applies --weight-decay as L2 (torch.optim.Adam), adamw decoupled")
+    ap.add_argument("--lr-head", type=float, default=5e-4, help="head LR (two_stage: stage 1 LR)")
+    ap.add_argument("--lr-backbone", type=float, default=1e-4, help="backbone LR (probe/finetune)")
+    ap.add_argument("--stage2-lr-factor", type=float, default=0.1, help="two_stage: stage 2 LR = this x --lr-head")
+    ap.add_argument("--plateau-patience", type=int, default=3,
+                    help="two_stage: ReduceLROnPlateau patience (epochs without a lower val loss; factor 0.1)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--classes", help="label order: comma list or a classes.json (default: sorted unique labels)")
-    ap.add_argument("--init", help="checkpoint to start from (best.pt or a mobilenet_v3_small state_dict)")
+    ap.add_argument("--init", help="checkpoint to start from (best.pt, or a torchvision/timm state_dict of --arch)")
     ap.add_argument("--class-weights", choices=["none", "balanced", "effective"], default="none")
     ap.add_argument("--oversample", action="store_true", help="sample classes uniformly (WeightedRandomSampler)")
     ap.add_argument("--focal-gamma", type=float, default=0.0, help=">0: focal loss with this gamma")
     ap.add_argument("--label-smoothing", type=float, default=0.0)
     ap.add_argument("--mixup", type=float, default=0.0, help="MixUp Beta(alpha, alpha); 0 disables")
-    ap.add_argument("--warmup-epochs", type=float, default=1.0)
-    ap.add_argument("--patience", type=int, default=0, help="early stopping on val macro-F1; 0 disables")
+    ap.add_argument("--warmup-epochs", type=float, default=1.0, help="probe/finetune: linear warmup")
+    ap.add_argument("--select", choices=["macro_f1", "val_loss"], default="macro_f1",
+                    help="best.pt = the epoch with the highest val macro-F1 or the lowest val loss; --patience "
+                         "watches the same quantity")
+    ap.add_argument("--patience", type=int, default=0,
+                    help="early stopping (per stage in two_stage) after N epochs without improvement; 0 disables")
     ap.add_argument("--no-augment", action="store_true", help="disable crop/flip/rotation/colour/blur augmentation")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--verbose", action="store_true", help="progress bars and per-epoch logs")
     return ap
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse with the preset's values as defaults (so explicit flags override them), then resolve the
+    architecture-dependent defaults (input size, dropout) and validate."""
+    ap = build_parser()
+    pre, _ = ap.parse_known_args(argv)
+    if pre.preset:
+        ap.set_defaults(**PRESETS[pre.preset])
+    a = ap.parse_args(argv)
+    spec = get_arch(a.arch)
+    a.img_size = spec.default_size if a.img_size is None else a.img_size
+    a.dropout = spec.default_dropout if a.dropout is None else a.dropout
+    try:
+        check_input_size(a.img_size)
+    except ValueError as exc:
+        ap.error(f"--img-size: {exc}")
+    if not 0.0 <= a.dropout < 1.0:
+        ap.error(f"--dropout must be in [0, 1), got {a.dropout}")
+    return a
+
+
+@dataclass
+class Trainer:
+    """What one epoch of training needs; shared by the probe/finetune and the two_stage loops."""
+
+    model: nn.Module
+    train_dl: DataLoader[Any]
+    val_dl: DataLoader[Any]
+    device: torch.device
+    weights: torch.Tensor
+    classes: list[str]
+    a: argparse.Namespace
+    out: Path
+    use_amp: bool
+    gen: torch.Generator
+    mix_rng: np.random.Generator
+    train_ds: ImageDataset
+    history: list[dict[str, Any]]
+    t0: float
+    best: dict[str, Any] | None = None
+
+    def train_epoch(self, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, epoch: int, stage: int,
+                    sched: torch.optim.lr_scheduler.LambdaLR | None) -> float:
+        a, k = self.a, len(self.classes)
+        set_trainable(self.model, stage)
+        self.model.train()
+        freeze_bn_of_frozen(self.model)
+        self.train_ds.epoch = epoch
+        running, seen = 0.0, 0
+        bar = tqdm(self.train_dl, desc=f"epoch {epoch} stage {stage}", leave=False, disable=not a.verbose)
+        for xb, yb in bar:
+            x, y = xb.to(self.device), yb.to(self.device)
+            target = F.one_hot(y, k).float()
+            if a.label_smoothing > 0:
+                target = target * (1 - a.label_smoothing) + a.label_smoothing / k
+            x, target = mixup(x, target, a.mixup, self.mix_rng, self.gen)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                logits = self.model(x)
+            loss = soft_target_loss(logits, target, self.weights, a.focal_gamma)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            scaler.step(opt)
+            scaler.update()
+            if sched is not None:
+                sched.step()
+            running += loss.item() * x.shape[0]
+            seen += x.shape[0]
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        return running / max(1, seen)
+
+    def validate(self, epoch: int, stage: int, train_loss: float, lr: float) -> bool:
+        """Evaluate on val, log a history row, save best.pt when the selection metric improved; True if so."""
+        vt, vp, vloss = predict(self.model, self.val_dl, self.device, "val", self.a.verbose, weights=self.weights)
+        vm = {**classification_metrics(vt, vp, self.classes), "loss": vloss}
+        row = {"epoch": epoch, "stage": stage, "lr": lr, "train_loss": train_loss, "val_loss": vloss,
+               "val_top1": vm["top1"], "val_macro_f1": vm["macro_f1"], "seconds": round(time.time() - self.t0, 1)}
+        self.history.append(row)
+        if self.a.verbose:
+            log.info("epoch %d stage %d lr %.2e loss %.4f val loss %.4f top1 %.4f macro-F1 %.4f", epoch, stage, lr,
+                     train_loss, vloss, vm["top1"], vm["macro_f1"])
+        if self.best is not None and not improved(self.a.select, vm, self.best):
+            return False
+        self.best = {**vm, "epoch": epoch, "stage": stage}
+        spec = arch_of(self.model)
+        torch.save({"arch": spec.name, "num_classes": len(self.classes), "classes": self.classes,
+                    "input_size": self.a.img_size, "dropout": self.a.dropout, "state_dict": self.model.state_dict(),
+                    "epoch": epoch, "stage": stage, "val_metrics": self.best, "args": vars(self.a)},
+                   self.out / "best.pt")
+        write_json(self.out / "val_metrics_best.json", self.best)
+        return True
+
+
+def improved(select: str, now: dict[str, Any], best: dict[str, Any]) -> bool:
+    """Strictly better on the selection metric (higher macro-F1, or lower val loss)."""
+    if select == "val_loss":
+        return bool(now["loss"] < best["loss"])
+    return bool(now["macro_f1"] > best["macro_f1"])
+
+
+def make_optimizer(kind: str, groups: list[dict[str, Any]], weight_decay: float) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(groups, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def run_schedule(tr: Trainer) -> None:
+    """probe / finetune: one optimizer (head and backbone LRs), warmup + cosine over all epochs."""
+    a, model = tr.a, tr.model
+    head_ids = {id(p) for m in head_modules(model) for p in m.parameters()}
+    opt = make_optimizer(a.optimizer, [
+        {"params": [p for p in model.parameters() if id(p) in head_ids], "lr": a.lr_head},
+        {"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": a.lr_backbone},
+    ], a.weight_decay)
+    steps_per_epoch = max(1, len(tr.train_dl))
+    total = steps_per_epoch * a.epochs
+    warm = int(a.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
+    scaler = torch.amp.GradScaler("cuda", enabled=tr.use_amp)
+    bad_epochs = 0
+    for epoch, stage in enumerate(stage_schedule(a.mode, a.epochs), start=1):
+        lr = float(opt.param_groups[0]["lr"])
+        loss = tr.train_epoch(opt, scaler, epoch, stage, sched)
+        if tr.validate(epoch, stage, loss, lr):
+            bad_epochs = 0
+            continue
+        bad_epochs += 1
+        if a.patience and bad_epochs >= a.patience:
+            log.info("early stop at epoch %d: val %s has not improved for %d epochs", epoch, a.select, bad_epochs)
+            break
+
+
+def run_two_stage(tr: Trainer) -> None:
+    """Seed 003: stage 1 trains the head on the frozen backbone at --lr-head; stage 2 starts from the best
+    weights so far and trains the last blocks + head at --stage2-lr-factor x --lr-head. Each stage has its own
+    optimizer, ReduceLROnPlateau on the val loss (factor 0.1) and early stopping (--patience, on --select)."""
+    a, model = tr.a, tr.model
+    epoch = 0
+    for stage, max_epochs, lr in ((1, a.stage_epochs[0], a.lr_head), (2, a.stage_epochs[1],
+                                                                      a.lr_head * a.stage2_lr_factor)):
+        if stage == 2 and (tr.out / "best.pt").is_file():
+            model.load_state_dict(torch.load(tr.out / "best.pt", map_location=tr.device,
+                                             weights_only=False)["state_dict"])
+        set_trainable(model, stage)
+        opt = make_optimizer(a.optimizer, [{"params": [p for p in model.parameters() if p.requires_grad],
+                                            "lr": lr}], a.weight_decay)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1,
+                                                             patience=a.plateau_patience)
+        scaler = torch.amp.GradScaler("cuda", enabled=tr.use_amp)
+        bad_epochs = 0
+        for _ in range(max_epochs):
+            epoch += 1
+            cur_lr = float(opt.param_groups[0]["lr"])
+            loss = tr.train_epoch(opt, scaler, epoch, stage, None)
+            better = tr.validate(epoch, stage, loss, cur_lr)
+            plateau.step(tr.history[-1]["val_loss"])
+            bad_epochs = 0 if better else bad_epochs + 1
+            if a.patience and bad_epochs >= a.patience:
+                log.info("stage %d: early stop at epoch %d (val %s not improved for %d epochs)", stage, epoch,
+                         a.select, bad_epochs)
+                break
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -294,15 +531,18 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     check_labels(splits.test, classes, "test")
     write_json(out / "classes.json", classes)
     k = len(classes)
+    if k < 2:
+        raise SystemExit(f"the training split has {k} label(s) {classes}: a classifier needs at least 2")
     device = torch.device(a.device)
     use_amp = device.type == "cuda"
 
     aug = None if a.no_augment else AugmentConfig()
-    train_ds = ImageDataset(splits.train, classes, aug, a.seed)
-    val_ds = ImageDataset(splits.val, classes)
-    test_ds = ImageDataset(splits.test, classes)
+    train_ds = ImageDataset(splits.train, classes, aug, a.seed, input_size=a.img_size)
+    val_ds = ImageDataset(splits.val, classes, input_size=a.img_size)
+    test_ds = ImageDataset(splits.test, classes, input_size=a.img_size)
     counts = [Counter(train_ds.targets())[i] for i in range(k)]
-    log.info("classes %s; train counts %s; val %d; test %d", classes, counts, len(val_ds), len(test_ds))
+    log.info("%s at %dx%d, %d classes %s; train counts %s; val %d; test %d", a.arch, a.img_size, a.img_size, k,
+             classes, counts, len(val_ds), len(test_ds))
 
     gen = torch.Generator().manual_seed(a.seed)
     mix_rng = np.random.default_rng(a.seed)
@@ -317,77 +557,27 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     val_dl = DataLoader(val_ds, shuffle=False, **loader_kw)
     test_dl = DataLoader(test_ds, shuffle=False, **loader_kw)
 
-    model = mobilenet_v3_small(k)
+    model = build_classifier(a.arch, k, a.dropout)
     if a.init:
         load_init(model, Path(a.init), k)
+    elif a.mode in ("probe", "two_stage"):
+        log.warning("%s without --init: the backbone is randomly initialised, and its frozen (eval-mode BatchNorm) "
+                    "features are near zero, so the head-only stage learns little more than the class prior. Give "
+                    "--init with ImageNet (or your own) weights, or use --mode finetune.", a.mode)
     model.to(device)
     weights = torch.tensor(class_weights(counts, a.class_weights), dtype=torch.float32, device=device)
-    head_ids = {id(p) for m in head_modules(model) for p in m.parameters()}
-    opt = torch.optim.AdamW([
-        {"params": [p for p in model.parameters() if id(p) in head_ids], "lr": a.lr_head},
-        {"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": a.lr_backbone},
-    ], weight_decay=a.weight_decay)
-    steps_per_epoch = max(1, len(train_dl))
-    total = steps_per_epoch * a.epochs
-    warm = int(a.warmup_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    stages = stage_schedule(a.mode, a.epochs)
-
-    best: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = []
-    bad_epochs = 0
-    t0 = time.time()
-    for epoch, stage in enumerate(stages, start=1):
-        set_trainable(model, stage)
-        model.train()
-        freeze_bn_of_frozen(model)
-        train_ds.epoch = epoch
-        running, seen = 0.0, 0
-        bar = tqdm(train_dl, desc=f"epoch {epoch}/{a.epochs} stage {stage}", leave=False, disable=not a.verbose)
-        for xb, yb in bar:
-            x, y = xb.to(device), yb.to(device)
-            target = F.one_hot(y, k).float()
-            if a.label_smoothing > 0:
-                target = target * (1 - a.label_smoothing) + a.label_smoothing / k
-            x, target = mixup(x, target, a.mixup, mix_rng, gen)
-            with torch.autocast(device.type, enabled=use_amp):
-                logits = model(x)
-            loss = soft_target_loss(logits, target, weights, a.focal_gamma)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            running += loss.item() * x.shape[0]
-            seen += x.shape[0]
-            bar.set_postfix(loss=f"{running / seen:.4f}")
-        vt, vp = predict(model, val_dl, device, "val", a.verbose)
-        vm = classification_metrics(vt, vp, classes)
-        row = {"epoch": epoch, "stage": stage, "train_loss": running / max(1, seen), "val_top1": vm["top1"],
-               "val_macro_f1": vm["macro_f1"], "seconds": round(time.time() - t0, 1)}
-        history.append(row)
-        if a.verbose:
-            log.info("epoch %d stage %d loss %.4f val top1 %.4f macro-F1 %.4f", epoch, stage, row["train_loss"],
-                     vm["top1"], vm["macro_f1"])
-        if best is None or vm["macro_f1"] > best["macro_f1"]:
-            best = {**vm, "epoch": epoch, "stage": stage}
-            bad_epochs = 0
-            torch.save({"arch": ARCH, "num_classes": k, "classes": classes, "input_size": INPUT_SIZE,
-                        "state_dict": model.state_dict(), "epoch": epoch, "val_metrics": best,
-                        "args": vars(a)}, out / "best.pt")
-            write_json(out / "val_metrics_best.json", best)
-        else:
-            bad_epochs += 1
-            if a.patience and bad_epochs >= a.patience:
-                log.info("early stop at epoch %d: val macro-F1 has not improved for %d epochs", epoch, bad_epochs)
-                break
-    write_json(out / "history.json", history)
+    tr = Trainer(model, train_dl, val_dl, device, weights, classes, a, out, use_amp, gen, mix_rng, train_ds, [],
+                 time.time())
+    if a.mode == "two_stage":
+        run_two_stage(tr)
+    else:
+        run_schedule(tr)
+    write_json(out / "history.json", tr.history)
 
     ckpt = torch.load(out / "best.pt", map_location=device, weights_only=False)
     model.load_state_dict(ckpt["state_dict"])
-    tt, tp = predict(model, test_dl, device, "test", a.verbose)
-    tm = {**classification_metrics(tt, tp, classes), "best_epoch": ckpt["epoch"]}
+    tt, tp, tloss = predict(model, test_dl, device, "test", a.verbose, weights=weights)
+    tm = {**classification_metrics(tt, tp, classes), "loss": tloss, "best_epoch": ckpt["epoch"]}
     write_json(out / "test_metrics.json", tm)
     with (out / "test_preds.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -400,7 +590,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    a = parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(a)

@@ -72,6 +72,7 @@ class FaceDetector:
             raise ManifestError(f"{m.model_id}: input {m.inputs[0].name} is {m.inputs[0].dtype} but preprocess.dtype "
                              f"is {m.preprocess.dtype}; fix the manifest")
         verify_session(m, backend.inputs, backend.outputs)
+        self.artifact = artifact
         self.manifest = m
         self.backend = backend
         self.anchors: AnchorSpec = m.anchors
@@ -82,6 +83,11 @@ class FaceDetector:
         self.nms_iou = nms_iou
         self.top_k = top_k
         self.max_faces = max_faces
+
+    def with_input_size(self, input_size: tuple[int, int]) -> FaceDetector:
+        """The same model and session at another input size (dynamic-size models; fast mode's ROI detector)."""
+        return FaceDetector(self.artifact, self.backend, score_threshold=self.score_threshold, nms_iou=self.nms_iou,
+                            input_size=input_size, top_k=self.top_k, max_faces=self.max_faces)
 
     def detect(self, image_bgr: UInt8Image) -> Detections:
         return self.detect_timed(image_bgr)[0]

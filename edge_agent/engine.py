@@ -23,6 +23,7 @@ import numpy as np
 from edge_agent.backends.base import Backend, BackendError
 from edge_agent.classifier import ExpressionClassifier
 from edge_agent.detector import FaceDetector
+from edge_agent.fastpath import check_detector, fast_config
 from edge_agent.frames import Detections
 from edge_agent.manifest import ManifestError, ModelArtifact, load_artifact
 from edge_agent.settings import Settings
@@ -133,6 +134,8 @@ def _open_models(
                                 input_size=size, top_k=d.top_k, max_faces=d.max_faces)
         classifier = ExpressionClassifier(cls_art, cls_backend, margin=c.margin, align=c.align,
                                           max_batch=c.max_batch)
+        if (fast := fast_config(d)) is not None:
+            check_detector(detector, fast)  # detector.mode fast needs a dynamic-size model
     except ValueError as exc:  # the manifest and the settings/model disagree
         raise ManifestError(str(exc)) from None
     ids = {"detector": det_art.manifest.model_id, "classifier": cls_art.manifest.model_id}
@@ -229,7 +232,9 @@ def _check_one(settings: Settings, kind: BackendKind, task: str, location: Path,
                 raise ManifestError(f"backend onnx needs an .onnx artifact, {location} holds {art.manifest.format}")
             backend = OnnxBackend(art.path, intra_op_threads=1, inter_op_threads=1)
         if task == "detector":
-            FaceDetector(art, backend)
+            detector = FaceDetector(art, backend)
+            if (fast := fast_config(settings.detector)) is not None:
+                check_detector(detector, fast)  # detector.mode fast needs a dynamic-size model
         else:
             ExpressionClassifier(art, backend)
         m = art.manifest

@@ -33,6 +33,7 @@ from typing import Any, Final
 import numpy as np
 
 from edge_agent.engine import Engine, build_engine
+from edge_agent.fastpath import fast_config, frame_detector, warm_up_frame_detector
 from edge_agent.frames import Detections, Expressions, Frame
 from edge_agent.messages import (
     EmotionMessage,
@@ -144,6 +145,7 @@ class Pipeline:
         self._status_topic = status_topic(self.camera_id)
         self._events_topic = events_topic(self.camera_id)
         self._tracker = tracker_from_settings(settings, engine.classifier.labels)
+        self._detector = frame_detector(engine.detector, fast_config(settings.detector))  # detector.mode
         self._last_frame: Frame | None = None  # the last published frame (end events at the source's end)
         self._detected: queue.Queue[_Detected | object] = queue.Queue(maxsize=_DETECTED_QUEUE_SIZE)
         self._results: queue.Queue[_Result | object] = queue.Queue(maxsize=_RESULT_QUEUE_SIZE)
@@ -187,6 +189,7 @@ class Pipeline:
     # -- lifecycle -----------------------------------------------------------------------------------------
     def warm_up(self) -> None:
         self.engine.warm_up()
+        warm_up_frame_detector(self._detector)
 
     def start(self) -> None:
         with self._lock:
@@ -252,7 +255,7 @@ class Pipeline:
             self._stop.set()
 
     def _infer_loop(self) -> None:
-        detector = self.engine.detector
+        detector = self._detector  # detector.mode: the full detector, or the fast-mode frame detector
         while not self._stop.is_set():
             frame = self.source.read(timeout=_POLL_S)
             if frame is None:

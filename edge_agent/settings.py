@@ -90,6 +90,27 @@ class DetectorSettings(_Section):
     input_height: int | None = Field(None, ge=32, le=4096)
     top_k: int = Field(500, ge=1, le=100000, description="candidates kept before NMS")
     max_faces: int = Field(50, ge=1, le=1000)
+    mode: Literal["full", "fast"] = Field(
+        "full", description="full: detect on the whole frame every frame; fast: whole frame every full_every "
+        "frames (and when a face is lost), in between only around the faces of the previous frame (ROI crops at "
+        "roi_size); a face entering the picture is found at most full_every - 1 frames late"
+    )
+    full_every: int = Field(
+        10, ge=1, le=300, description="fast mode: a whole-frame detection every this many frames"
+    )
+    roi_expand: float = Field(
+        2.0, ge=1.2, le=6.0, description="fast mode: a ROI is a square of this many times the face's longer side, "
+        "centred on it (a face moving more than (roi_expand - 1) / 2 face widths per frame is re-found by a "
+        "whole-frame detection)"
+    )
+    roi_size: int = Field(
+        128, ge=32, le=1024, description="fast mode: ROI crops run at roi_size x roi_size (a multiple of the "
+        "model's size multiple, 32 for the shipped detectors; needs a dynamic-size detector)"
+    )
+    full_size: Literal["fixed", "auto"] = Field(
+        "fixed", description="fast mode: fixed = whole-frame detections at the input size above; auto = shrink it "
+        "(down to half) while the smallest face of the last whole-frame detection stays >= 48 network pixels"
+    )
 
 
 class ClassifierSettings(_Section):

@@ -6,10 +6,10 @@ face boxes and the per-face class probabilities (None for a face that was not cl
 :class:`TrackEvent` s the frame caused. :meth:`Tracker.flush` ends every live track (end of the source).
 
 Association: each track's box is predicted to the frame time with a constant-velocity model (velocity in px/s,
-averaged over observations), then matched greedily to detections by IoU (highest first, IoU >=
-``iou_threshold``); tracks and detections left over are matched greedily by centre distance (smallest first,
-distance / mean box side <= ``centre_distance``, box sides within 2x of each other), which keeps fast motion
-that leaves no overlap. Greedy is optimal in practice for the few faces a frame holds.
+averaged over observations, each measured over at least 1/60 s), then matched greedily to detections by IoU
+(highest first, IoU >= ``iou_threshold``); tracks and detections left over are matched greedily by centre
+distance (smallest first, distance / mean box side <= ``centre_distance``, box sides within 2x of each other),
+which keeps fast motion that leaves no overlap. Greedy is optimal in practice for the few faces a frame holds.
 
 Lifetime (hysteresis): a new track is *tentative* and gets its ``track_id`` (1, 2, 3, ... per tracker) when it
 has been matched in ``min_hits`` frames; a tentative track dies at its first miss, silently. A confirmed track
@@ -42,6 +42,9 @@ FloatArray = npt.NDArray[np.float64]
 EventKind = Literal["new", "update", "end"]
 _SIZE_RATIO: Final = 2.0  # centre-distance fallback: box sides within this factor of each other
 _VELOCITY_BLEND: Final = 0.5  # weight of the newest velocity measurement
+# Shortest time a velocity is measured over: frames that arrive in a burst (a file at pace=fast, a camera's
+# buffered frames) are ~1 ms apart, and a few pixels of detector jitter over 1 ms would read as thousands of px/s.
+_MIN_VELOCITY_DT_S: Final = 1.0 / 60.0
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ class _Track:
     def observe_box(self, box: FloatArray, t: float) -> None:
         dt = t - self.t_last
         if dt > 0:
-            measured = (box - self.box) / dt
+            measured = (box - self.box) / max(dt, _MIN_VELOCITY_DT_S)
             self.velocity = measured if self.hits == 1 else (
                 _VELOCITY_BLEND * measured + (1 - _VELOCITY_BLEND) * self.velocity)
         self.box = box

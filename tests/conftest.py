@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from edge_agent.assets import ASSETS, AssetError, fetch
+from tests.support.hailo import drop_fake_hailo_modules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = REPO_ROOT / "models"
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
+FAKES = REPO_ROOT / "tests" / "fakes"
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +59,22 @@ def shipped_model() -> Callable[[str], Path]:
         return path
 
     return get
+
+
+@pytest.fixture
+def fake_hailo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
+    """The fake ``hailo_platform`` (tests/fakes) importable, with a private device lock, no injected faults and
+    no driver version file; removed from ``sys.modules`` afterwards."""
+    from edge_agent.backends import hailo as hailo_mod
+
+    for var in ("FAKE_HAILO_FAULTS", "FAKE_HAILO_VERSION", "FAKE_HAILO_DRIVER_VERSION", "FAKE_HAILO_ARCH",
+                "FAKE_HAILO_QUEUE_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("FAKE_HAILO_LOCK", str(tmp_path / "hailo0.lock"))
+    monkeypatch.setattr(hailo_mod, "DRIVER_VERSION_FILE", tmp_path / "no-driver-version")
+    drop_fake_hailo_modules()
+    monkeypatch.syspath_prepend(str(FAKES))
+    import hailo_platform
+
+    yield hailo_platform
+    drop_fake_hailo_modules()

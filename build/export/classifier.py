@@ -1,12 +1,15 @@
-"""Export a MobileNetV3-Small checkpoint to ONNX with its manifest, classes.json and a parity check.
+"""Export a classifier checkpoint (MobileNetV3-Small or EfficientNet-B0, any K) to ONNX with its manifest.
 
     python -m build.export.classifier --checkpoint runs/distill/student.pt --out models/classifier/mnv3s-facex7 \\
         --model-id mnv3s-facex7
 
-Writes ``<model_id>.onnx`` (input ``input`` N x 3 x 160 x 160 float32, dynamic batch; output ``logits`` N x K;
-opset 19, no external data), ``classes.json`` (the checkpoint's label order) and ``manifest.json`` (task
-classifier, the daemon's pre-processing: stretch to 160 x 160, RGB, NCHW, x/255, ImageNet mean/std). Parity:
-torch vs onnxruntime (through the daemon's OnnxBackend) on real face crops and random inputs, batch 1 and 5.
+The architecture, input size S and label order come from the checkpoint (``arch``, ``input_size``, ``classes``;
+older checkpoints without ``arch`` are MobileNetV3-Small at 160). Writes ``<model_id>.onnx`` (input ``input``
+N x 3 x S x S float32, dynamic batch; output ``logits`` N x K; opset 19, no external data), ``classes.json`` and
+``manifest.json`` (task classifier, the architecture, the daemon's pre-processing: stretch to S x S, RGB, NCHW,
+x/255, ImageNet mean/std; provenance), plus a short ``MODEL_CARD.md`` for a trained (not distilled) checkpoint.
+Parity: torch vs onnxruntime (through the daemon's OnnxBackend) on real face crops and random inputs, batch 1
+and the whole batch.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import nn
 
-from build.classifier_data import PREPROCESS, to_input
+from build.classifier_data import INPUT_SIZE, preprocess_for, to_input
 from build.export.common import (
     OPSET,
     ExportError,
@@ -38,7 +42,8 @@ from build.export.common import (
     run_onnx,
     write_manifest,
 )
-from build.nets.mobilenetv3 import MobileNetV3Small, count_params, mobilenet_v3_small
+from build.nets.classifiers import arch_of, build_classifier, check_input_size, get_arch
+from build.nets.mobilenetv3 import count_params
 from build.teachers.facex import FACEX_SOURCE
 from edge_agent.assets import fetch
 from edge_agent.manifest import Manifest, Provenance
@@ -61,32 +66,46 @@ class ClassifierExport:
     params: int
 
 
-def load_checkpoint(path: Path) -> tuple[MobileNetV3Small, list[str], dict[str, Any]]:
-    """A checkpoint of build.train_classifier (best.pt) or build.distill_classifier (student.pt)."""
+def load_checkpoint(path: Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
+    """A checkpoint of build.train_classifier (best.pt) or build.distill_classifier (student.pt): the network of
+    its ``arch`` (default mobilenet_v3_small) with its weights, its label order, and the raw checkpoint."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "classes" not in ckpt:
         raise ExportError(f"{path}: expected a checkpoint with 'state_dict' and 'classes' (train/distill output)")
     classes = [str(c) for c in ckpt["classes"]]
-    model = mobilenet_v3_small(len(classes))
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    arch = str(ckpt.get("arch", "mobilenet_v3_small"))
+    try:
+        get_arch(arch)
+        check_input_size(int(ckpt.get("input_size", INPUT_SIZE)))
+    except ValueError as exc:
+        raise ExportError(f"{path}: {exc}") from exc
+    model = build_classifier(arch, len(classes), ckpt.get("dropout"))
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"{path}: weights do not fit a {len(classes)}-class {arch}: {str(exc)[:400]}") from exc
     return model.eval(), classes, ckpt
 
 
-def parity_inputs(seed: int = 1337) -> npt.NDArray[np.float32]:
-    """Real face images (the daemon's pre-processing) plus random tensors: (N, 3, 160, 160)."""
+def checkpoint_input_size(ckpt: dict[str, Any]) -> int:
+    return int(ckpt.get("input_size", INPUT_SIZE))
+
+
+def parity_inputs(size: int = INPUT_SIZE, seed: int = 1337) -> npt.NDArray[np.float32]:
+    """Real face images (the daemon's pre-processing) plus random tensors: (N, 3, size, size)."""
     real = []
     for name in PARITY_IMAGES:
         img = cv2.imread(str(fetch(name)), cv2.IMREAD_COLOR)
         if img is None:
             raise ExportError(f"cannot decode parity image {name}")
-        real.append(to_input(np.asarray(img, np.uint8)))
-    rnd = np.random.default_rng(seed).standard_normal((3, 3, 160, 160)).astype(np.float32)
+        real.append(to_input(np.asarray(img, np.uint8), size))
+    rnd = np.random.default_rng(seed).standard_normal((3, 3, size, size)).astype(np.float32)
     return np.concatenate([np.stack(real), rnd])
 
 
-def parity_check(model: MobileNetV3Small, onnx_path: Path, manifest: Manifest) -> tuple[float, bool]:
+def parity_check(model: nn.Module, onnx_path: Path, manifest: Manifest) -> tuple[float, bool]:
     """Max |torch - onnxruntime| over batch 1 (each sample) and the whole batch; argmax equality."""
-    x = parity_inputs()
+    x = parity_inputs(int(manifest.preprocess.input_size[0]))
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     got = run_onnx(onnx_path, manifest, {INPUT: x})[OUTPUT]
@@ -102,11 +121,12 @@ def parity_check(model: MobileNetV3Small, onnx_path: Path, manifest: Manifest) -
 
 
 def export_classifier(
-    model: MobileNetV3Small,
+    model: nn.Module,
     classes: Sequence[str],
     out_dir: Path,
     *,
     model_id: str,
+    input_size: int | None = None,
     source: str,
     recipe: str,
     licence: str,
@@ -114,23 +134,29 @@ def export_classifier(
     data: str | None = None,
     metrics: dict[str, float | int | str] | None = None,
 ) -> ClassifierExport:
-    if len(classes) != model.num_classes:
-        raise ExportError(f"{len(classes)} class names for a {model.num_classes}-class model")
+    """ONNX + classes.json + manifest.json for ``model`` at ``input_size`` (default: the architecture's)."""
+    spec = arch_of(model)
+    side = check_input_size(spec.default_size if input_size is None else input_size)
+    k = int(getattr(model, "num_classes", -1))
+    if len(classes) != k:
+        raise ExportError(f"{len(classes)} class names for a {k}-class model")
+    if len(classes) < 2:
+        raise ExportError(f"a classifier needs at least 2 labels, got {list(classes)}")
     model = model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / f"{model_id}.onnx"
     from torch.export import Dim
 
-    proto = export_onnx(model, torch.zeros(2, 3, 160, 160), onnx_path, input_name=INPUT, output_names=[OUTPUT],
+    proto = export_onnx(model, torch.zeros(2, 3, side, side), onnx_path, input_name=INPUT, output_names=[OUTPUT],
                         dynamic_shapes={0: Dim("batch", min=1, max=1024)},
                         dim_names={INPUT: {0: "N"}, OUTPUT: {0: "N"}})
     inputs, outputs = io_infos(proto, {INPUT: "NCHW", OUTPUT: "NC"})
     (out_dir / "classes.json").write_text(json.dumps(list(classes), ensure_ascii=False) + "\n", encoding="utf-8")
     sha, size = file_facts(onnx_path)
     manifest = Manifest(
-        model_id=model_id, task="classifier", architecture="mobilenet_v3_small (torchvision layout), Linear(1024->K)",
+        model_id=model_id, task="classifier", architecture=spec.describe(),
         file=onnx_path.name, format="onnx", sha256=sha, size_bytes=size, opset=OPSET, inputs=inputs,
-        outputs=outputs, preprocess=PREPROCESS, labels=tuple(classes), classes_file="classes.json",
+        outputs=outputs, preprocess=preprocess_for(side), labels=tuple(classes), classes_file="classes.json",
         provenance=Provenance(source=source, recipe=recipe, teacher=teacher, data=data,
                               created=dt.date.today().isoformat(), git_commit=git_head(REPO)),
         licence=licence,
@@ -257,9 +283,64 @@ inputs (batch 8 and batch 1), argmax equal: {res.parity_argmax_equal}.
 """
 
 
+def trained_metrics(ckpt: dict[str, Any]) -> dict[str, float | int | str]:
+    """Flat manifest metrics of a build.train_classifier checkpoint: its best validation epoch."""
+    vm = ckpt.get("val_metrics") or {}
+    out: dict[str, float | int | str] = {}
+    for key in ("top1", "macro_f1", "loss", "n", "epoch", "stage"):
+        if isinstance(vm.get(key), int | float):
+            out[f"val_{key}"] = vm[key]
+    return out
+
+
+def trained_model_card(res: ClassifierExport, ckpt: dict[str, Any], ckpt_path: Path, notes: str = "") -> str:
+    """MODEL_CARD.md for a checkpoint of build.train_classifier: architecture, labels, recipe, measured metrics
+    (validation at the selected epoch; test from ``test_metrics.json`` beside the checkpoint when present)."""
+    m = res.manifest
+    args = ckpt.get("args") or {}
+    size = m.preprocess.input_size
+    test_file = ckpt_path.parent / "test_metrics.json"
+    test = json.loads(test_file.read_text(encoding="utf-8")) if test_file.is_file() else None
+    vm = ckpt.get("val_metrics") or {}
+    lines = [f"# {m.model_id}: {m.architecture} classifier, {len(m.labels or ())} classes", ""]
+    if notes:
+        lines += [notes, ""]
+    lines += [
+        "## What it is",
+        f"- Architecture: {m.architecture}, {res.params:,} parameters"
+        f" ({'initialised from ' + str(args['init']) if args.get('init') else 'trained from random initialisation'}).",
+        f"- File: `{m.file}` (ONNX opset {m.opset}, {m.size_bytes:,} bytes, sha256 `{m.sha256}`).",
+        f"- Input `{m.inputs[0].name}` {list(m.inputs[0].shape)} float32 NCHW RGB, stretch to {size[0]}x{size[1]}, "
+        "x/255, ImageNet mean/std. Output "
+        f"`{m.outputs[0].name}` {list(m.outputs[0].shape)} logits; softmax on the host.",
+        f"- Labels (classes.json order, the contract with consumers): {', '.join(m.labels or ())}.",
+        "",
+        "## How it was made",
+        "- `python -m build.train_classifier` with: " + ", ".join(
+            f"{k}={args[k]}" for k in ("preset", "mode", "epochs", "stage_epochs", "batch", "optimizer", "lr_head",
+                                       "lr_backbone", "stage2_lr_factor", "weight_decay", "dropout", "class_weights",
+                                       "select", "patience", "seed", "train_csv", "train_dir") if args.get(k)
+            is not None) + ".",
+        f"- Selected epoch {ckpt.get('epoch')} (stage {ckpt.get('stage', 'n/a')}).",
+        f"- Export: `{m.provenance.recipe}`.",
+        "",
+        "## Measured",
+        f"- Validation at the selected epoch: top-1 {vm.get('top1', float('nan')):.4f}, macro-F1 "
+        f"{vm.get('macro_f1', float('nan')):.4f} (n = {vm.get('n', 'n/a')}).",
+    ]
+    if test is not None:
+        lines.append(f"- Test (`{test_file.name}`): top-1 {test['top1']:.4f}, macro-F1 {test['macro_f1']:.4f} "
+                     f"(n = {test['n']}).")
+    lines.append(f"- ONNX vs torch parity: max |logit difference| {res.parity_max_abs:.2e}, argmax equal: "
+                 f"{res.parity_argmax_equal}.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m build.export.classifier", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True, help="best.pt (train_classifier) or student.pt (distill)")
+    ap.add_argument("--checkpoint", required=True,
+                    help="best.pt (train_classifier) or student.pt (distill); architecture, input size and labels "
+                         "are read from it")
     ap.add_argument("--out", required=True, help="model directory (onnx + manifest.json + classes.json)")
     ap.add_argument("--model-id", required=True)
     ap.add_argument("--source", default=None, help="provenance text (default: derived from the checkpoint)")
@@ -278,9 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"@vladmandic/face-api 1.7.15 samples" if d else None)
     res = export_classifier(model, classes, Path(a.out), model_id=a.model_id, source=source, recipe=recipe,
                             licence=a.licence, data=data, teacher=FACEX_SOURCE if d else None,
-                            metrics=distill_metrics(d) if d else None)
-    if d:
-        (Path(a.out) / "MODEL_CARD.md").write_text(model_card(res, d, a.notes), encoding="utf-8")
+                            metrics=distill_metrics(d) if d else trained_metrics(ckpt),
+                            input_size=checkpoint_input_size(ckpt))
+    card = model_card(res, d, a.notes) if d else trained_model_card(res, ckpt, ckpt_path, a.notes)
+    (Path(a.out) / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     print(json.dumps({"onnx": str(res.onnx_path), "params": res.params, "parity_max_abs": res.parity_max_abs,
                       "argmax_equal": res.parity_argmax_equal, "labels": classes,
                       "checkpoint_keys": sorted(ckpt)}, indent=1))

@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from build.nets.blocks import ConvNormAct, SqueezeExcitation
+
 Activation = Literal["RE", "HS"]
 
 
@@ -71,35 +73,11 @@ def _bn(ch: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(ch, eps=0.001, momentum=0.01)
 
 
-class ConvBNAct(nn.Sequential):
-    """Conv2d (no bias) -> BatchNorm -> optional activation (torchvision ``Conv2dNormActivation``)."""
-
-    def __init__(self, in_ch: int, out_ch: int, *, kernel: int = 3, stride: int = 1, groups: int = 1,
-                 dilation: int = 1, activation: type[nn.Module] | None = nn.ReLU) -> None:
-        padding = (kernel - 1) // 2 * dilation
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation=dilation, groups=groups, bias=False),
-            _bn(out_ch),
-        ]
-        if activation is not None:
-            layers.append(activation(inplace=True))
-        super().__init__(*layers)
-
-
-class SqueezeExcitation(nn.Module):
-    """Channel attention: avgpool -> fc1 (1x1) -> ReLU -> fc2 (1x1) -> hardsigmoid -> scale."""
-
-    def __init__(self, channels: int, squeeze: int) -> None:
-        super().__init__()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.activation = nn.ReLU()
-        self.scale_activation = nn.Hardsigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s: torch.Tensor = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
-        return x * s
+def conv_bn_act(in_ch: int, out_ch: int, *, kernel: int = 3, stride: int = 1, groups: int = 1,
+              dilation: int = 1, activation: type[nn.Module] | None = nn.ReLU) -> ConvNormAct:
+    """Conv -> BatchNorm (eps 1e-3, momentum 0.01, as torchvision's MobileNetV3) -> optional activation."""
+    return ConvNormAct(in_ch, out_ch, kernel=kernel, stride=stride, groups=groups, dilation=dilation, norm=_bn,
+                       activation=activation)
 
 
 class InvertedResidual(nn.Module):
@@ -113,13 +91,13 @@ class InvertedResidual(nn.Module):
         self.use_res_connect = row.stride == 1 and row.in_ch == row.out_ch
         layers: list[nn.Module] = []
         if row.expanded != row.in_ch:
-            layers.append(ConvBNAct(row.in_ch, row.expanded, kernel=1, activation=act))
+            layers.append(conv_bn_act(row.in_ch, row.expanded, kernel=1, activation=act))
         stride = 1 if row.dilation > 1 else row.stride
-        layers.append(ConvBNAct(row.expanded, row.expanded, kernel=row.kernel, stride=stride,
+        layers.append(conv_bn_act(row.expanded, row.expanded, kernel=row.kernel, stride=stride,
                                 groups=row.expanded, dilation=row.dilation, activation=act))
         if row.use_se:
             layers.append(SqueezeExcitation(row.expanded, make_divisible(row.expanded // 4, 8)))
-        layers.append(ConvBNAct(row.expanded, row.out_ch, kernel=1, activation=None))
+        layers.append(conv_bn_act(row.expanded, row.out_ch, kernel=1, activation=None))
         self.block = nn.Sequential(*layers)
         self.out_channels = row.out_ch
 
@@ -136,10 +114,10 @@ class MobileNetV3Small(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        layers: list[nn.Module] = [ConvBNAct(3, STEM_CHANNELS, kernel=3, stride=2, activation=nn.Hardswish)]
+        layers: list[nn.Module] = [conv_bn_act(3, STEM_CHANNELS, kernel=3, stride=2, activation=nn.Hardswish)]
         layers += [InvertedResidual(r) for r in rows]
         last_conv = 6 * rows[-1].out_ch
-        layers.append(ConvBNAct(rows[-1].out_ch, last_conv, kernel=1, activation=nn.Hardswish))
+        layers.append(conv_bn_act(rows[-1].out_ch, last_conv, kernel=1, activation=nn.Hardswish))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(

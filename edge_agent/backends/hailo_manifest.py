@@ -52,6 +52,18 @@ def hef_network_name(model_id: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in model_id)
 
 
+def onnx_output_layout(art: ModelArtifact, name: str, rank: int) -> str:
+    """The layout of ONNX output ``name`` (of ``rank`` dims): "NC" for 2-D outputs, the raw heads' layout for a
+    raw-heads detector, else the manifest's layout for that output (NCHW when it names none)."""
+    m = art.manifest
+    if rank == 2:
+        return "NC"
+    if m.detector_outputs is not None and m.detector_outputs.kind == "raw_heads":
+        return m.detector_outputs.heads_layout
+    info = next(t for t in m.outputs if t.name == name)
+    return info.layout or "NCHW"
+
+
 def hef_manifest(onnx: ModelArtifact, facts: CompileFacts, hef_path: Path) -> Manifest:
     """The manifest of ``hef_path``, compiled from ``onnx`` as ``facts`` describe. Raises ValueError if the
     ONNX form cannot be deployed on Hailo (a detector must be the raw-heads deploy variant)."""

@@ -1,132 +1,71 @@
-"""Do two configurations find the same faces? Per-frame box matching for ``--compare`` ("identical detections").
+"""Detection agreement of two configurations on the same frames: recall of A against B's detections.
 
-Boxes of A and B on the same frame are matched greedily by IoU (the highest pair first, each box used once,
-a pair counts only at IoU >= ``match_iou``). The report gives the worst and mean IoU over matched pairs and every
-unmatched face (frame index, which side, box): "identical" means no unmatched face and a worst IoU of at least
-``identical_iou``.
+``edge-bench --compare A B`` records every timed frame's boxes (by frame index). B's boxes the first time it
+saw a frame are the pseudo ground truth of that frame (B is the reference, e.g. ``mode=full``); every recorded
+frame of A -- and of B itself, which shows whether B is deterministic -- is matched one-to-one against it
+(greedy, best IoU first, IoU >= ``iou``). Recall = matched / pseudo-ground-truth faces over all recorded
+frames; precision = matched / predicted faces. ``recall_ratio`` = A's recall / B's own recall.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.frames import Detections, UInt8Image
+from edge_agent.bench.detection import iou_matrix
 
-log = logging.getLogger(__name__)
-
-MATCH_IOU = 0.5
-IDENTICAL_IOU = 0.9
-_MAX_LISTED = 20  # unmatched faces listed in the report (all are counted)
+Records = Sequence[tuple[int, npt.NDArray[Any]]]
 
 
-def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    """(N, 4) x (M, 4) boxes (x1, y1, x2, y2) -> (N, M) intersection over union."""
-    a64, b64 = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a64[:, None, 0], b64[None, :, 0])
-    y1 = np.maximum(a64[:, None, 1], b64[None, :, 1])
-    x2 = np.minimum(a64[:, None, 2], b64[None, :, 2])
-    y2 = np.minimum(a64[:, None, 3], b64[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a64[:, 2] - a64[:, 0]) * (a64[:, 3] - a64[:, 1])
-    area_b = (b64[:, 2] - b64[:, 0]) * (b64[:, 3] - b64[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    out: npt.NDArray[np.float64] = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return out
+def matched_count(pred: npt.ArrayLike, gt: npt.ArrayLike, iou: float) -> int:
+    """Greedy one-to-one matches (highest IoU pair first) with IoU >= ``iou`` between two box sets."""
+    ious = iou_matrix(pred, gt)
+    if ious.size == 0:
+        return 0
+    pairs = np.argwhere(ious >= iou)
+    order = np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")
+    used_p: set[int] = set()
+    used_g: set[int] = set()
+    for p, g in pairs[order].tolist():
+        if p not in used_p and g not in used_g:
+            used_p.add(p)
+            used_g.add(g)
+    return len(used_p)
 
 
-@dataclass(frozen=True)
-class FrameMatch:
-    ious: tuple[float, ...]  # IoU of every matched pair
-    unmatched_a: tuple[int, ...]  # indices into A's boxes
-    unmatched_b: tuple[int, ...]
+def _score(records: Records, truth: dict[int, npt.NDArray[Any]], iou: float) -> dict[str, Any]:
+    gt = pred = tp = frames = 0
+    for idx, boxes in records:
+        ref = truth.get(idx)
+        if ref is None:
+            continue
+        frames += 1
+        gt += int(ref.shape[0])
+        pred += int(np.asarray(boxes).reshape(-1, 4).shape[0])
+        tp += matched_count(boxes, ref, iou)
+    return {
+        "frames": frames,
+        "reference_faces": gt,
+        "predicted_faces": pred,
+        "matched": tp,
+        "recall": round(tp / gt, 5) if gt else None,
+        "precision": round(tp / pred, 5) if pred else None,
+    }
 
 
-def match_boxes(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], match_iou: float = MATCH_IOU) -> FrameMatch:
-    """Greedy one-to-one matching of two box sets by IoU (highest first), pairs below ``match_iou`` refused."""
-    if not 0.0 < match_iou <= 1.0:
-        raise ValueError(f"match_iou must be in (0, 1], got {match_iou}")
-    m = iou_matrix(a, b)
-    free_a, free_b = set(range(m.shape[0])), set(range(m.shape[1]))
-    ious: list[float] = []
-    if m.size:
-        for flat in np.argsort(-m, axis=None, kind="stable"):
-            i, j = divmod(int(flat), m.shape[1])
-            if m[i, j] < match_iou:
-                break
-            if i in free_a and j in free_b:
-                free_a.discard(i)
-                free_b.discard(j)
-                ious.append(float(m[i, j]))
-    return FrameMatch(tuple(ious), tuple(sorted(free_a)), tuple(sorted(free_b)))
-
-
-@dataclass
-class Agreement:
-    """Matching summed over frames."""
-
-    match_iou: float = MATCH_IOU
-    identical_iou: float = IDENTICAL_IOU
-    frames: int = 0
-    faces_a: int = 0
-    faces_b: int = 0
-    ious: list[float] = field(default_factory=list)
-    unmatched: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, frame_index: int, a: Detections, b: Detections) -> None:
-        fm = match_boxes(a.boxes, b.boxes, self.match_iou)
-        self.frames += 1
-        self.faces_a += len(a)
-        self.faces_b += len(b)
-        self.ious.extend(fm.ious)
-        for side, dets, idx in (("A", a, fm.unmatched_a), ("B", b, fm.unmatched_b)):
-            for i in idx:
-                self.unmatched.append({"frame": frame_index, "only_in": side,
-                                       "box": [round(float(v), 1) for v in dets.boxes[i]],
-                                       "score": round(float(dets.scores[i]), 4)})
-
-    def summary(self) -> dict[str, Any]:
-        worst = min(self.ious) if self.ious else None
-        identical = not self.unmatched and (worst is None or worst >= self.identical_iou)
-        return {
-            "frames": self.frames,
-            "faces_a": self.faces_a,
-            "faces_b": self.faces_b,
-            "matched": len(self.ious),
-            "unmatched": len(self.unmatched),
-            "worst_iou": None if worst is None else round(worst, 4),
-            "mean_iou": round(float(np.mean(self.ious)), 4) if self.ious else None,
-            "match_iou": self.match_iou,
-            "identical_iou": self.identical_iou,
-            "identical": identical,
-            "unmatched_faces": self.unmatched[:_MAX_LISTED],
-        }
-
-
-def detection_agreement(
-    frames: Sequence[UInt8Image],
-    detect_a: Callable[[UInt8Image], Detections],
-    detect_b: Callable[[UInt8Image], Detections],
-    *,
-    match_iou: float = MATCH_IOU,
-    identical_iou: float = IDENTICAL_IOU,
-) -> dict[str, Any]:
-    """Run both detectors on every frame and summarise how their faces match (see the module docstring)."""
-    agg = Agreement(match_iou=match_iou, identical_iou=identical_iou)
-    for k, img in enumerate(frames):
-        agg.add(k, detect_a(img), detect_b(img))
-    return agg.summary()
-
-
-def agreement_text(s: dict[str, Any]) -> str:
-    """One line for the terminal."""
-    verdict = "identical" if s["identical"] else "NOT identical"
-    worst = "-" if s["worst_iou"] is None else f"{s['worst_iou']:.3f}"
-    return (f"detections A vs B over {s['frames']} frames: {verdict} (faces A {s['faces_a']}, B {s['faces_b']}, "
-            f"matched {s['matched']}, unmatched {s['unmatched']}, worst IoU {worst}, "
-            f"identical = no unmatched face and worst IoU >= {s['identical_iou']})")
+def detection_agreement(a: Records, b: Records, iou: float = 0.5) -> dict[str, Any]:
+    """Recall/precision of A's and of B's recorded boxes against B's first boxes per frame (see module doc)."""
+    if not 0.0 < iou <= 1.0:
+        raise ValueError(f"iou must be in (0, 1], got {iou}")
+    truth: dict[int, npt.NDArray[Any]] = {}
+    for idx, boxes in b:
+        truth.setdefault(idx, np.asarray(boxes).reshape(-1, 4))
+    sa, sb = _score(a, truth, iou), _score(b, truth, iou)
+    ratio = None
+    if sa["recall"] is not None and sb["recall"]:
+        ratio = round(sa["recall"] / sb["recall"], 5)
+    return {"iou": iou, "reference": "B (its boxes the first time it saw each frame)", "A": sa, "B": sb,
+            "recall_ratio": ratio}

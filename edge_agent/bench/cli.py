@@ -1,12 +1,14 @@
 """``edge-bench``: stage timing of the daemon's hot path, A/B comparisons, offline accuracy, and the report.
 
     edge-bench [--source SRC] [--backend onnx|hailo] [--threads N] [--detector DIR] [--classifier DIR]
-               [--input-size WxH] [--warmup N] [--repeat N] [--json] [--compare A B] [--pipeline-seconds S]
-    edge-bench eval cls  --csv FILE --project-root DIR | --dir FOLDER   [--classifier DIR]
+               [--input-size WxH] [--warmup N] [--repeat N] [--json] [--config SPEC] [--compare A B]
+               [--pipeline-seconds S]
+    edge-bench eval cls  --csv FILE --project-root DIR | --dir FOLDER   [--classifier DIR] [--positive LABEL]
     edge-bench eval e2e  --csv splits.csv --project-root DIR            [--detector DIR --classifier DIR]
     edge-bench eval wider --images WIDER_val/images --gt GT_DIR [--pred-dir DIR]
     edge-bench eval ap50 --images DIR --gt boxes.json
     edge-bench report
+    edge-bench hailo-sim [--arch hailo8|hailo8l] [--pcie gen2x1|gen3x1] [--host-scale X] [--source SRC] [--no-sim]
 
 See docs/bench.md for the configuration syntax of ``--compare``, the result files and every metric.
 """
@@ -45,6 +47,9 @@ def _speed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                    help='two configurations as key=value[,key=value] over the flags, e.g. '
                         '"detector=models/detector/acwface-dcn" "detector=models/detector/retinaface-mnet025"')
+    p.add_argument("--config", default=None, metavar="SPEC",
+                   help='key=value[,key=value] applied over the flags before anything else (the --compare syntax), '
+                        'e.g. "mode=fast,full_every=10" for the fast detection mode')
     p.add_argument("--pipeline-seconds", type=float, default=10.0,
                    help="seconds of the pipelined daemon run for end-to-end fps/latency (0 = skip)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
@@ -70,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--project-root", type=Path, default=Path("."), help="CSV paths are relative to this")
     cls.add_argument("--label-map", type=Path, default=None, help="JSON {csv label: model label}")
     cls.add_argument("--classifier", dest="eval_classifier", type=Path, default=None)
+    cls.add_argument("--positive", default=None, metavar="LABEL",
+                     help="positive class for precision/recall/F1, AP and the PR curve (default for a 2-label "
+                          "model: its second label; a model with more labels: none unless named, one-vs-rest)")
     cls.add_argument("--name", default=None, help="result name (default: the CSV/folder name)")
     cls.add_argument("--out-dir", dest="eval_out", type=Path, default=None)
 
@@ -81,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--detector", dest="eval_detector", type=Path, default=None)
     e2e.add_argument("--classifier", dest="eval_classifier", type=Path, default=None)
     e2e.add_argument("--input-size", dest="eval_input_size", default=None)
+    e2e.add_argument("--positive", default=None, metavar="LABEL",
+                     help="positive class for precision/recall/F1, AP and the PR curve (default for a 2-label "
+                          "model: its second label; a model with more labels: none unless named, one-vs-rest)")
     e2e.add_argument("--name", default=None)
     e2e.add_argument("--out-dir", dest="eval_out", type=Path, default=None)
 
@@ -107,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="Markdown page + charts from the result files")
     rp.add_argument("--results", type=Path, default=None, help="result folder (default benchmarks/results)")
     rp.add_argument("--output", type=Path, default=None, help="Markdown file (default <results>/REPORT.md)")
+
+    from edge_agent.bench.hailo_simcmd import add_parser as add_hailo_sim
+
+    add_hailo_sim(sub)
     return parser
 
 
@@ -129,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             from edge_agent.bench.evalcmd import run_eval
 
             data, text = run_eval(args)
+            _print(data, text, args.json)
+            return EXIT_OK
+        if args.command == "hailo-sim":
+            from edge_agent.bench.hailo_simcmd import run_hailo_sim
+
+            data, text = run_hailo_sim(args)
             _print(data, text, args.json)
             return EXIT_OK
         if args.command == "report":

@@ -2,8 +2,9 @@
 
 CSV schema (seed 001): ``path`` (relative to ``--project-root``) and one label column -- ``label_en``, else
 ``label``, else ``orig_kor`` -- plus, for the end-to-end evaluation, the face box ``minX,minY,maxX,maxY`` in
-pixels of the original image. Label names must be the model's ``classes.json`` names, or be mapped to them with
-a ``--label-map`` JSON object ``{"csv name": "model name"}``.
+pixels of the original image. Label names must be the model's ``classes.json`` names (matched by name, so any
+number of classes in any order), or be mapped to them with a ``--label-map`` JSON object
+``{"csv name": "model name"}``. Per-sample class probabilities are kept for the binary (positive-class) figures.
 
 End to end (the face-api baseline's protocol): the detector runs on the original image; the detected face with
 the highest IoU with the ground-truth box is classified; a row is *matched* when a face was detected and that
@@ -24,7 +25,14 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.bench.detection import best_iou_match
-from edge_agent.bench.metrics import ClassificationReport, MatchedTop1, classification_report, matched_top1
+from edge_agent.bench.metrics import (
+    BinaryReport,
+    ClassificationReport,
+    MatchedTop1,
+    binary_report,
+    classification_report,
+    matched_top1,
+)
 from edge_agent.classifier import ExpressionClassifier
 from edge_agent.detector import FaceDetector
 from edge_agent.frames import Detections
@@ -98,10 +106,12 @@ def read_class_folders(root: Path) -> list[Sample]:
 
 
 def check_labels(samples: Sequence[Sample], labels: Sequence[str]) -> None:
-    unknown = sorted({s.label for s in samples} - set(labels))
+    """Data labels are matched to the model's labels by name; any data label the model lacks is an error."""
+    data_labels = sorted({s.label for s in samples})
+    unknown = sorted(set(data_labels) - set(labels))
     if unknown:
         raise EvalDataError(
-            f"labels not in the model's classes.json {list(labels)}: {unknown}; "
+            f"labels not in the model's classes.json {list(labels)}: {unknown} (the data has {data_labels}); "
             "rename them or pass --label-map FILE.json ({\"csv label\": \"model label\"})"
         )
 
@@ -116,6 +126,9 @@ class ClsEvalResult:
     report: ClassificationReport
     predictions: list[tuple[str, str, str, float]]  # path, true, pred, score
     unreadable: int
+    probs: npt.NDArray[np.float64]  # (n, K) class probabilities, labels in manifest order
+    y_true: list[int]
+    y_pred: list[int]
 
 
 def eval_crops(samples: Sequence[Sample], classifier: ExpressionClassifier) -> ClsEvalResult:
@@ -129,6 +142,7 @@ def eval_crops(samples: Sequence[Sample], classifier: ExpressionClassifier) -> C
     y_true: list[int] = []
     y_pred: list[int] = []
     preds: list[tuple[str, str, str, float]] = []
+    probs: list[npt.NDArray[np.float32]] = []
     unreadable = 0
     for s in samples:
         img = read_image(s.path)
@@ -139,11 +153,14 @@ def eval_crops(samples: Sequence[Sample], classifier: ExpressionClassifier) -> C
         h, w = img.shape[:2]
         whole = Detections(boxes=np.array([[0, 0, w, h]], np.float32), scores=np.ones(1, np.float32),
                            landmarks=np.zeros((1, 5, 2), np.float32))
-        label, score = classifier.classify(img, whole).top(0)
+        expr = classifier.classify(img, whole)
+        label, score = expr.top(0)
         y_true.append(index[s.label])
         y_pred.append(index[label])
         preds.append((str(s.path), s.label, label, score))
-    return ClsEvalResult(classification_report(y_true, y_pred, labels), preds, unreadable)
+        probs.append(expr.probs[0])
+    prob_arr = np.asarray(probs, np.float64).reshape(len(samples), len(labels))
+    return ClsEvalResult(classification_report(y_true, y_pred, labels), preds, unreadable, prob_arr, y_true, y_pred)
 
 
 E2E_COLUMNS = ("image", "gt_label", "pred_label", "score", "face_detected", "iou", "correct")
@@ -158,10 +175,12 @@ class E2ERow:
     face_detected: bool
     iou: float
     correct: bool
+    probs: tuple[float, ...] = ()  # class probabilities in manifest order; empty when no face was detected
 
-    def as_csv(self) -> list[str]:
+    def as_csv(self, num_classes: int) -> list[str]:
+        probs = [f"{p:.6f}" for p in self.probs] if self.probs else [""] * num_classes
         return [self.image, self.gt_label, self.pred_label, f"{self.score:.6f}", str(int(self.face_detected)),
-                f"{self.iou:.6f}", str(int(self.correct))]
+                f"{self.iou:.6f}", str(int(self.correct)), *probs]
 
 
 def e2e_rows(samples: Sequence[Sample], detector: FaceDetector,
@@ -180,8 +199,14 @@ def e2e_rows(samples: Sequence[Sample], detector: FaceDetector,
             yield E2ERow(str(s.path), s.label, "", 0.0, False, 0.0, False)
             continue
         one = Detections(boxes=dets.boxes[i:i + 1], scores=dets.scores[i:i + 1], landmarks=dets.landmarks[i:i + 1])
-        label, score = classifier.classify(img, one).top(0)
-        yield E2ERow(str(s.path), s.label, label, score, True, iou, label == s.label)
+        expr = classifier.classify(img, one)
+        label, score = expr.top(0)
+        yield E2ERow(str(s.path), s.label, label, score, True, iou, label == s.label,
+                     tuple(float(p) for p in expr.probs[0]))
+
+
+def matched_rows(rows: Sequence[E2ERow], iou_threshold: float) -> list[E2ERow]:
+    return [r for r in rows if r.face_detected and r.iou >= iou_threshold]
 
 
 def summarise_e2e(rows: Sequence[E2ERow], labels: Sequence[str], iou_threshold: float
@@ -189,15 +214,25 @@ def summarise_e2e(rows: Sequence[E2ERow], labels: Sequence[str], iou_threshold: 
     """The face-api metric and the classification report over the matched rows."""
     m = matched_top1(((r.face_detected, r.iou, r.correct) for r in rows), iou_threshold)
     index = {lab: i for i, lab in enumerate(labels)}
-    matched = [r for r in rows if r.face_detected and r.iou >= iou_threshold]
+    matched = matched_rows(rows, iou_threshold)
     rep = classification_report([index[r.gt_label] for r in matched], [index[r.pred_label] for r in matched], labels)
     return m, rep
 
 
-def write_rows(path: Path, rows: Sequence[E2ERow]) -> None:
+def matched_binary(rows: Sequence[E2ERow], labels: Sequence[str], iou_threshold: float,
+                   positive: int) -> BinaryReport:
+    """Positive-class figures over the matched rows (as the matched classification report)."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    matched = matched_rows(rows, iou_threshold)
+    return binary_report([index[r.gt_label] for r in matched], [index[r.pred_label] for r in matched],
+                         [r.probs[positive] for r in matched], labels, positive)
+
+
+def write_rows(path: Path, rows: Sequence[E2ERow], labels: Sequence[str]) -> None:
+    """The per-row CSV: E2E_COLUMNS then one ``p_LABEL`` probability column per class (empty when unmatched)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(E2E_COLUMNS)
+        w.writerow([*E2E_COLUMNS, *(f"p_{lab}" for lab in labels)])
         for r in rows:
-            w.writerow(r.as_csv())
+            w.writerow(r.as_csv(len(labels)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from edge_agent.bench import e2e as e2e_mod
 from edge_agent.bench import wider as wider_mod
 from edge_agent.bench.detection import ap50, make_image
 from edge_agent.bench.machine import machine_info
+from edge_agent.bench.metrics import BinaryReport, binary_report, resolve_positive
 from edge_agent.bench.plots import confusion_png, pr_png
 from edge_agent.bench.report import RESULT_SCHEMA, now_iso, results_dir
 from edge_agent.bench.runner import parse_size
@@ -100,6 +102,37 @@ def _cls_table(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def binary_text(b: dict[str, Any]) -> str:
+    """One line of the positive-class figures of a result's ``binary`` block."""
+    return (f"positive class {b['positive']!r}: precision {b['precision']:.4f} recall {b['recall']:.4f} "
+            f"F1 {b['f1']:.4f} (tp {b['tp']} fp {b['fp']} fn {b['fn']} tn {b['tn']}), "
+            f"AP {_fmt(b['average_precision'])} ROC-AUC {_fmt(b['roc_auc'])}")
+
+
+def _binary_block(out_dir: Path, stem: str, rep: BinaryReport, title: str) -> tuple[dict[str, Any], list[str]]:
+    """The JSON ``binary`` block, the PR-curve CSV (``<stem>_pr.csv``) and PNG (``<stem>_pr.png``)."""
+    c = rep.curve
+    pr_csv = out_dir / f"{stem}_pr.csv"
+    pr_csv.write_text("threshold,precision,recall\n" + "".join(
+        f"{t:.6f},{p:.6f},{r:.6f}\n" for t, p, r in zip(c.thresholds, c.precision, c.recall, strict=True)),
+        encoding="utf-8")
+    block = {**rep.to_dict(), "pr_curve": pr_csv.name}
+    plots: list[str] = []
+    pos = rep.labels[rep.positive]
+    if rep.average_precision is None:
+        log.warning("no %r sample in the data: no PR curve or average precision", pos)
+    else:
+        png = out_dir / f"{stem}_pr.png"
+        if pr_png(png, {f"{pos} vs rest": (c.recall, c.precision, rep.average_precision)}, title,
+                  points={"argmax decision": (rep.recall, rep.precision)}, step=True):
+            plots.append(png.name)
+    return block, plots
+
+
 def eval_cls(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     label_map = e2e_mod.load_label_map(args.label_map)
     if args.csv is not None:
@@ -110,6 +143,7 @@ def eval_cls(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         samples = [e2e_mod.Sample(s.path, label_map.get(s.label, s.label)) for s in samples]
         name = args.name or args.dir.name
     clf = _classifier(args.eval_classifier)
+    positive = resolve_positive(clf.labels, args.positive)
     res = e2e_mod.eval_crops(samples, clf)
     rep = res.report.to_dict()
     out_dir, stem = _out(args, "cls", name)
@@ -117,14 +151,24 @@ def eval_cls(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     plots = [png.name] if confusion_png(png, res.report.confusion, res.report.labels,
                                         f"{clf.manifest.model_id} on {name}") else []
     preds_csv = out_dir / f"{stem}_preds.csv"
-    preds_csv.write_text("path,true,pred,score\n" + "".join(f"{p},{t},{q},{s:.6f}\n" for p, t, q, s in
-                                                            res.predictions), encoding="utf-8")
-    data = {**_header("cls", name), "model": clf.manifest.model_id, "data": str(args.csv or args.dir),
+    with preds_csv.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "true", "pred", "score", *(f"p_{lab}" for lab in clf.labels)])
+        for (p, t, q, s), probs in zip(res.predictions, res.probs, strict=True):
+            w.writerow([p, t, q, f"{s:.6f}", *(f"{v:.6f}" for v in probs)])
+    data = {**_header("cls", name), "model": clf.manifest.model_id, "labels": list(clf.labels),
+            "input_size": list(clf.input_wh), "data": str(args.csv or args.dir),
             "summary": {"top1": rep["top1"], "macro_f1": rep["macro_f1"], "n": rep["n"],
                         "unreadable": res.unreadable},
             "report": rep, "plots": plots, "predictions": preds_csv.name, "baselines": SEED_BASELINES}
+    text = f"{clf.manifest.model_id} on {name}\n{_cls_table(rep)}"
+    if positive is not None:
+        brep = binary_report(res.y_true, res.y_pred, res.probs[:, positive], clf.labels, positive)
+        data["binary"], more = _binary_block(out_dir, stem, brep, f"{clf.manifest.model_id} on {name}")
+        plots += more
+        text += "\n" + binary_text(data["binary"])
     path = _save(out_dir, stem, data)
-    return data, f"{clf.manifest.model_id} on {name}\n{_cls_table(rep)}\nwrote {path}"
+    return data, f"{text}\nwrote {path}"
 
 
 def eval_e2e(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -132,6 +176,7 @@ def eval_e2e(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     samples = e2e_mod.read_csv(args.csv, args.project_root, need_box=True, label_map=label_map)
     name = args.name or args.csv.stem
     clf = _classifier(args.eval_classifier, margin=ClassifierSettings().margin)
+    positive = resolve_positive(clf.labels, args.positive)
     det_art = _detector_art(args.eval_detector)
     size = parse_size(args.eval_input_size) if args.eval_input_size else None
     det = FaceDetector(det_art, OnnxBackend(det_art.path, intra_op_threads=0, inter_op_threads=1),
@@ -140,20 +185,26 @@ def eval_e2e(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     m, rep = e2e_mod.summarise_e2e(rows, clf.labels, args.iou)
     out_dir, stem = _out(args, "e2e", name)
     rows_csv = out_dir / f"{stem}_rows.csv"
-    e2e_mod.write_rows(rows_csv, rows)
+    e2e_mod.write_rows(rows_csv, rows, clf.labels)
     png = out_dir / f"{stem}_confusion.png"
     plots = [png.name] if confusion_png(png, rep.confusion, rep.labels, f"matched rows, {name}") else []
     data = {**_header("e2e", name), "detector": det_art.manifest.model_id, "classifier": clf.manifest.model_id,
-            "detector_input": list(det.input_wh), "iou_threshold": args.iou, "data": str(args.csv),
-            "summary": {**m.to_dict(), "matched_macro_f1": rep.macro_f1}, "matched_report": rep.to_dict(),
-            "rows": rows_csv.name, "plots": plots, "baselines": SEED_BASELINES}
-    path = _save(out_dir, stem, data)
+            "labels": list(clf.labels), "detector_input": list(det.input_wh), "iou_threshold": args.iou,
+            "data": str(args.csv), "summary": {**m.to_dict(), "matched_macro_f1": rep.macro_f1},
+            "matched_report": rep.to_dict(), "rows": rows_csv.name, "plots": plots, "baselines": SEED_BASELINES}
     text = (f"{det_art.manifest.model_id} + {clf.manifest.model_id} on {name} ({m.total} images)\n"
             f"matched top-1 {100 * m.accuracy:.2f} % at coverage {100 * m.coverage:.2f} % "
             f"(overall {100 * m.overall:.2f} %), matched macro-F1 {rep.macro_f1:.4f}\n"
             f"seed 001 reference: FaceAPI 42.07 % / 32.09 % matched (coverage 50.08 %); MobileNetV3 on crops "
-            f"74.94 % / 74.27 % / 68.65 %\nwrote {path}")
-    return data, text
+            f"74.94 % / 74.27 % / 68.65 %")
+    if positive is not None:
+        brep = e2e_mod.matched_binary(rows, clf.labels, args.iou, positive)
+        data["binary"], more = _binary_block(out_dir, stem, brep, f"matched rows, {name}")
+        data["binary"]["over"] = "matched rows"
+        plots += more
+        text += "\nmatched rows, " + binary_text(data["binary"])
+    path = _save(out_dir, stem, data)
+    return data, f"{text}\nwrote {path}"
 
 
 def eval_wider(args: argparse.Namespace) -> tuple[dict[str, Any], str]:

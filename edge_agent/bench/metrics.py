@@ -142,3 +142,144 @@ def matched_top1(rows: Iterable[tuple[bool, float, bool]], iou_threshold: float 
             matched += 1
             correct_matched += int(bool(correct))
     return MatchedTop1(total, matched, correct_matched)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Binary (positive class vs the rest): the figures seed 003 reports for its 2-class EfficientNet-B0.
+
+
+def resolve_positive(labels: Sequence[str], positive: str | None) -> int | None:
+    """Index of the positive class, or None for no binary figures.
+
+    ``positive`` names it; unnamed, a 2-label model's positive class is index 1 (the second label in manifest
+    order, as seed 003's ``teasing`` = 1) and a model with more labels has none (name one for one-vs-rest
+    figures). An unknown name is an error that lists the labels.
+    """
+    if len(labels) < 2:
+        raise ValueError(f"a classifier needs at least 2 labels, got {list(labels)}")
+    if positive is None:
+        return 1 if len(labels) == 2 else None
+    if positive not in labels:
+        raise ValueError(f"--positive {positive!r} is not one of the model's labels {list(labels)}")
+    return list(labels).index(positive)
+
+
+@dataclass(frozen=True)
+class PRCurve:
+    """Precision/recall of "score >= threshold" for every distinct score, thresholds decreasing.
+
+    Tied scores form one threshold (all tied samples enter together). Recall is non-decreasing along the arrays.
+    """
+
+    thresholds: F64
+    precision: F64
+    recall: F64
+    num_positives: int
+    num_negatives: int
+
+
+def pr_curve(scores: Sequence[float] | F64, positives: Sequence[bool] | npt.NDArray[np.bool_]) -> PRCurve:
+    """The precision-recall curve of a positive-class score (same points as scikit-learn's
+    ``precision_recall_curve`` without its appended (recall 0, precision 1) end point, in decreasing-threshold
+    order)."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(positives, bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores {s.shape} and positives {y.shape} must be 1-D of one length")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.zeros(0, np.int64)
+    tps = np.cumsum(y)[last_of_tie].astype(np.float64)
+    fps = (last_of_tie + 1).astype(np.float64) - tps
+    npos = int(y.sum())
+    precision = _safe_div(tps, tps + fps)
+    recall = tps / npos if npos else np.zeros_like(tps)
+    return PRCurve(s[last_of_tie], precision, recall, npos, int(y.size) - npos)
+
+
+def average_precision(curve: PRCurve) -> float | None:
+    """Step-wise area under the PR curve, ``sum_n (R_n - R_{n-1}) * P_n`` with R_0 = 0 (scikit-learn's
+    ``average_precision_score``, no interpolation). None when there is no positive sample."""
+    if curve.num_positives == 0:
+        return None
+    steps = np.diff(np.r_[0.0, curve.recall])
+    return float(np.sum(steps * curve.precision))
+
+
+def roc_auc(scores: Sequence[float] | F64, positives: Sequence[bool] | npt.NDArray[np.bool_]) -> float | None:
+    """Probability that a random positive scores above a random negative (ties count half; Mann-Whitney U).
+    None unless both classes occur."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(positives, bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores {s.shape} and positives {y.shape} must be 1-D of one length")
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return None
+    # rank-sum form (O(n log n)): average 1-based ranks, tied scores share the mean of their ranks
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    first_rank = np.cumsum(counts) - counts + 1
+    ranks = (first_rank + (counts - 1) / 2.0)[inverse]
+    u = float(ranks[y].sum()) - npos * (npos + 1) / 2.0
+    return u / (npos * nneg)
+
+
+@dataclass(frozen=True)
+class BinaryReport:
+    """Positive-class figures: P/R/F1 of the argmax decision, and AP / ROC-AUC / PR curve of its probability."""
+
+    labels: tuple[str, ...]
+    positive: int
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    curve: PRCurve
+    average_precision: float | None
+    roc_auc: float | None
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        negatives = [lab for i, lab in enumerate(self.labels) if i != self.positive]
+        return {
+            "positive": self.labels[self.positive],
+            "negative": negatives[0] if len(negatives) == 1 else negatives,
+            "decision": "argmax of the class probabilities",
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
+            "average_precision": self.average_precision,
+            "roc_auc": self.roc_auc,
+            "pr_points": int(self.curve.thresholds.size),
+        }
+
+
+def binary_report(y_true: Sequence[int], y_pred: Sequence[int], positive_prob: Sequence[float] | F64,
+                  labels: Sequence[str], positive: int) -> BinaryReport:
+    """y_true / y_pred are class indices into ``labels``; ``positive_prob`` is the model's probability of
+    ``labels[positive]`` per sample (the PR curve and AP rank by it)."""
+    t = np.asarray(y_true, np.int64) == positive
+    p = np.asarray(y_pred, np.int64) == positive
+    prob = np.asarray(positive_prob, np.float64)
+    if not (t.shape == p.shape == prob.shape):
+        raise ValueError(f"y_true {t.shape}, y_pred {p.shape} and positive_prob {prob.shape} differ in length")
+    if not 0 <= positive < len(labels):
+        raise ValueError(f"positive index {positive} outside 0..{len(labels) - 1}")
+    curve = pr_curve(prob, t)
+    return BinaryReport(tuple(labels), positive, int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum()),
+                        int((~t & ~p).sum()), curve, average_precision(curve), roc_auc(prob, t))

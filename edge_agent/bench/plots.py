@@ -49,14 +49,20 @@ def confusion_png(path: Path, cm: npt.NDArray[np.int64], labels: Sequence[str], 
 
 
 def pr_png(path: Path, curves: Mapping[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]],
-           title: str) -> bool:
-    """curves: name -> (recall, precision, ap)."""
+           title: str, points: Mapping[str, tuple[float, float]] | None = None, step: bool = False) -> bool:
+    """curves: name -> (recall, precision, ap); points: name -> (recall, precision) marked on the plot;
+    step: draw each curve as the step function average precision integrates."""
     plt = _pyplot()
     if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, (rec, prec, ap) in curves.items():
-        ax.plot(rec, prec, label=f"{name} AP {100 * ap:.1f}")
+        if step:
+            ax.step(np.r_[0.0, rec], np.r_[prec[:1], prec], where="pre", label=f"{name} AP {100 * ap:.1f}")
+        else:
+            ax.plot(rec, prec, label=f"{name} AP {100 * ap:.1f}")
+    for name, (r, p) in (points or {}).items():
+        ax.plot([r], [p], "o", color="black", label=name)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")

@@ -94,7 +94,7 @@ def ratio_table(ratio: dict[str, Any], name_a: str, name_b: str) -> str:
 # Markdown report
 
 
-def _agreement_cell(ag: dict[str, Any] | None) -> str:
+def _identical_cell(ag: dict[str, Any] | None) -> str:
     if not ag:
         return "-"
     verdict = "identical" if ag.get("identical") else "differ"
@@ -176,7 +176,7 @@ def targets_section(results: list[tuple[Path, dict[str, Any]]], folder: Path) ->
                   "| p99/p50 | frame time / inference | latency p50 / inference | file |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for p, d in sorted(defaults, key=lambda x: x[0].name):
-            t, ag = d["targets"]["default_mode"], d.get("detection_agreement") or {}
+            t, ag = d["targets"]["default_mode"], d.get("identical_detections") or {}
             lines.append(f"| `{d['specs']['A']}` | {d['source']['name']} | {t['fps_a']} ({t['fps_a_kind']}) / "
                          f"{t['fps_b']} ({t['fps_b_kind']}) | {_check_cell(t['fps_ratio'])} | "
                          f"{t['identical_detections']} ({ag.get('worst_iou')}, unmatched {ag.get('unmatched')}) | "
@@ -206,6 +206,25 @@ def targets_section(results: list[tuple[Path, dict[str, Any]]], folder: Path) ->
                   f"RssAnon {end.get('rss_anon_mb')} MB, RssFile {end.get('rss_file_mb')} MB at the end), models "
                   f"{models}, `{p.name}`.", ""]
     return lines
+
+
+def _binary_lines(b: dict[str, Any] | None) -> list[str]:
+    """The positive-class table of an evaluation's ``binary`` block (binary models, or --positive)."""
+    if not b:
+        return []
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    over = f" over the {b['over']}" if b.get("over") else ""
+    neg = b["negative"] if isinstance(b["negative"], str) else ", ".join(b["negative"])
+    return ["", f"Positive class `{b['positive']}` (negative: `{neg}`){over}; precision, recall and F1 "
+                f"of the {b['decision']}, AP and ROC-AUC from the positive-class probability "
+                f"(PR curve `{b['pr_curve']}`):", "",
+            "| precision | recall | F1 | AP | ROC-AUC | tp | fp | fn | tn |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {f(b['precision'])} | {f(b['recall'])} | {f(b['f1'])} | {f(b['average_precision'])} | "
+            f"{f(b['roc_auc'])} | {b['tp']} | {b['fp']} | {b['fn']} | {b['tn']} |"]
 
 
 def write_report(folder: Path, out: Path | None = None) -> Path:
@@ -252,15 +271,17 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
     if compares:
         lines += ["## A/B comparisons (interleaved in one run; ratio = A / B)", "",
                   "| A | B | source | total p50 A/B | total p95 A/B | detector p50 A/B | seq. fps A/B | A fps | "
-                  "B fps | e2e fps A/B | detections (worst IoU, unmatched) | file |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+                  "B fps | A recall vs B (IoU 0.5) | e2e fps A/B | identical detections (worst IoU, unmatched) | "
+                  "file |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for _key, (p, d) in sorted(compares.items()):
             r = d["ratio_a_over_b"]
             tot, det = r["stages_ms"].get("total", {}), r["stages_ms"].get("detector", {})
+            recall = (d.get("detection_agreement") or {}).get("A", {}).get("recall")  # older files: none
             lines.append(f"| `{d['specs']['A']}` | `{d['specs']['B']}` | {d['source']['name']} | {tot.get('p50')} | "
                          f"{tot.get('p95')} | {det.get('p50')} | {r['fps_sequential']} | "
                          f"{d['results']['A']['fps_sequential']:.2f} | {d['results']['B']['fps_sequential']:.2f} | "
-                         f"{r.get('fps_e2e', '-')} | {_agreement_cell(d.get('detection_agreement'))} | `{p.name}` |")
+                         f"{'–' if recall is None else recall} | {r.get('fps_e2e', '-')} | "
+                         f"{_identical_cell(d.get('identical_detections'))} | `{p.name}` |")
         lines.append("")
     for key, (p, d) in sorted(latest_other.items()):
         if key in compares:
@@ -270,6 +291,7 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
         if summ:
             lines += ["| metric | value |", "|---|---:|"]
             lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summ.items()]
+        lines += _binary_lines(d.get("binary"))
         for png in d.get("plots", []):
             lines += ["", f"![{key}]({Path(png).name})"]
         if d.get("baselines"):

@@ -3,7 +3,9 @@
 A configuration is named by ``key=value`` pairs over the command-line flags (``--compare`` syntax):
 ``detector=DIR``, ``classifier=DIR``, ``backend=onnx|hailo``, ``threads=N``, ``input_size=WxH``,
 ``pipeline=edge|reference``, ``score_threshold=F``, ``nms_iou=F``, ``margin=F``, ``align=true|false``,
-``max_batch=N``; several pairs are separated by commas: ``"detector=models/detector/acwface-dcn,threads=2"``.
+``max_batch=N``, and fast detection mode: ``mode=full|fast``, ``full_every=N``, ``roi_expand=F``, ``roi_size=N``,
+``full_size=fixed|auto`` (each may also be written with a ``detector.`` prefix, as in the settings:
+``detector.mode=fast``); several pairs are separated by commas: ``"detector=models/detector/acwface-dcn,threads=2"``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 from edge_agent.backends.base import Backend
 from edge_agent.classifier import ExpressionClassifier
 from edge_agent.detector import FaceDetector
+from edge_agent.fastpath import FastConfig, FrameDetector, ScheduledDetector, frame_detector, warm_up_frame_detector
 from edge_agent.frames import Detections, Expressions, UInt8Image
 from edge_agent.manifest import ModelArtifact, load_artifact
 from edge_agent.settings import ClassifierSettings, DetectorSettings
@@ -45,8 +48,19 @@ class BenchConfig:
     margin: float = _CLS.margin
     align: bool = _CLS.align
     max_batch: int = _CLS.max_batch
+    mode: str = _DET.mode  # detector.mode: "full" or "fast" (edge_agent.fastpath)
+    full_every: int = _DET.full_every
+    roi_expand: float = _DET.roi_expand
+    roi_size: int = _DET.roi_size
+    full_size: str = _DET.full_size
 
     def __post_init__(self) -> None:
+        if self.mode not in ("full", "fast"):
+            raise ConfigSpecError(f"mode must be full or fast, got {self.mode!r}")
+        if self.full_size not in ("fixed", "auto"):
+            raise ConfigSpecError(f"full_size must be fixed or auto, got {self.full_size!r}")
+        if self.mode == "fast" and self.pipeline == "reference":
+            raise ConfigSpecError("the reference pipeline has no fast mode (mode=fast needs pipeline=edge)")
         if self.backend not in ("onnx", "hailo"):
             raise ConfigSpecError(f"backend must be onnx or hailo, got {self.backend!r}")
         if self.pipeline not in ("edge", "reference"):
@@ -60,7 +74,11 @@ class BenchConfig:
         """Short, file-name-safe description: detector model, classifier model, backend, threads, size."""
         size = f"_{self.input_size[0]}x{self.input_size[1]}" if self.input_size else ""
         ref = "_reference" if self.pipeline == "reference" else ""
-        return f"{self.detector.name}+{self.classifier.name}_{self.backend}_t{self.threads}{size}{ref}"
+        fast = ""
+        if self.mode == "fast":
+            auto = "_auto" if self.full_size == "auto" else ""
+            fast = f"_fast-n{self.full_every}-r{self.roi_size}-x{self.roi_expand:g}{auto}"
+        return f"{self.detector.name}+{self.classifier.name}_{self.backend}_t{self.threads}{size}{ref}{fast}"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -100,6 +118,11 @@ _CONVERT: dict[str, Callable[[str], Any]] = {
     "margin": float,
     "align": _parse_bool,
     "max_batch": int,
+    "mode": str,
+    "full_every": int,
+    "roi_expand": float,
+    "roi_size": int,
+    "full_size": str,
 }
 
 
@@ -111,6 +134,8 @@ def apply_spec(base: BenchConfig, spec: str) -> BenchConfig:
             continue
         key, sep, value = part.partition("=")
         key = key.strip().replace("-", "_")
+        if key.startswith("detector.") and key.removeprefix("detector.") in _CONVERT:
+            key = key.removeprefix("detector.")
         if not sep or key not in _CONVERT:
             raise ConfigSpecError(
                 f"{part!r}: expected key=value with key one of {', '.join(_CONVERT)} (e.g. threads=2)"
@@ -157,6 +182,9 @@ class EdgeProcessor:
         )
         self.labels = self.classifier.labels
         self.detector_input_wh: tuple[int, int] | None = self.detector.input_wh
+        fast = fast_config_of(cfg)
+        self.frame_detector: FrameDetector = frame_detector(self.detector, fast)
+        warm_up_frame_detector(self.frame_detector)
 
     def _backends(self, cfg: BenchConfig) -> tuple[Backend, Backend]:
         if cfg.backend == "hailo":
@@ -177,10 +205,15 @@ class EdgeProcessor:
         return det, cls
 
     def detect(self, image: UInt8Image) -> Detections:
-        return self.detector.detect(image)
+        return self.detector.detect(image)  # always the whole frame (used to pick frames, never timed)
+
+    def plan_counts(self) -> dict[str, object] | None:
+        """Fast mode: how many frames took each detection plan so far (None in full mode)."""
+        fd = self.frame_detector
+        return fd.counts.as_dict() if isinstance(fd, ScheduledDetector) else None
 
     def process(self, image: UInt8Image) -> tuple[Detections, Expressions, FrameTimes]:
-        dets, t_det = self.detector.detect_timed(image)
+        dets, t_det = self.frame_detector.detect_timed(image)
         exprs, t_cls = self.classifier.classify_timed(image, dets)
         return dets, exprs, {**t_det, **t_cls}
 
@@ -188,6 +221,14 @@ class EdgeProcessor:
         for c in reversed(self._closers):
             c()
         self._closers.clear()
+
+
+def fast_config_of(cfg: BenchConfig) -> FastConfig | None:
+    """The fast-mode configuration of a bench config (None for mode=full)."""
+    if cfg.mode == "full":
+        return None
+    return FastConfig(full_every=cfg.full_every, roi_expand=cfg.roi_expand, roi_size=cfg.roi_size,
+                      full_size="auto" if cfg.full_size == "auto" else "fixed")
 
 
 def load_processor(cfg: BenchConfig) -> FrameProcessor:

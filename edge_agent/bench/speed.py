@@ -72,6 +72,7 @@ class StageSamples:
     samples: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     faces: list[int] = field(default_factory=list)
     wall_s: float = 0.0
+    boxes: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (frame index, (N,4) boxes) per frame
 
     def add(self, times: dict[str, float]) -> None:
         for k, v in times.items():
@@ -154,6 +155,7 @@ class StageRunner:
         if n:
             times["classifier_per_face"] = times["classifier"] / n
         self.samples.faces.append(n)
+        self.samples.boxes.append((i, dets.boxes.copy()))
         self.samples.add(times)
 
     def run(self, warmup: int, repeat: int, progress: Callable[[int], None] | None = None) -> StageSamples:

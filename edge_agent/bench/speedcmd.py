@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bench.agreement import agreement_text, detection_agreement
+from edge_agent.bench.agreement import detection_agreement
 from edge_agent.bench.compare import ratios, run_interleaved
 from edge_agent.bench.flops import onnx_macs
+from edge_agent.bench.identical import identical_detections, identical_text
 from edge_agent.bench.inputs import DEFAULT_SOURCE, FrameSet, load_frames
 from edge_agent.bench.machine import cpu_model, gemm_peak_gflops, machine_info
 from edge_agent.bench.pipelined import run_pipelined
@@ -50,6 +51,8 @@ def base_config(args: argparse.Namespace) -> BenchConfig:
         from edge_agent.settings import ClassifierSettings
 
         cfg = dataclasses.replace(cfg, classifier=Path(ClassifierSettings().hailo_model))
+    if getattr(args, "config", None):
+        cfg = apply_spec(cfg, args.config)
     return cfg
 
 
@@ -71,6 +74,9 @@ def efficiency(proc: FrameProcessor, frames: FrameSet, summary: dict[str, Any]) 
     det_art, cls_art = proc.detector_artifact, proc.classifier_artifact
     if det_art.manifest.format != "onnx" or cls_art.manifest.format != "onnx":
         return {"skipped": "GFLOP counts need the ONNX form of the models"}
+    if plan_counts(proc) is not None:
+        return {"skipped": "fast detection mode: the detector work per frame varies (full / ROI / none, see "
+                           "detector_plans), so a per-frame GFLOP count would overstate it"}
     det_shape = _detector_shape(proc, frames.frames[0])
     det_macs = onnx_macs(det_art.path, _input_shapes(det_art, det_shape))
     w, h = cls_art.manifest.preprocess.input_size
@@ -113,10 +119,15 @@ def _header(args: argparse.Namespace, frames: FrameSet) -> dict[str, Any]:
     }
 
 
-def model_facts(proc: FrameProcessor) -> dict[str, dict[str, str]]:
-    """model_id, sha256 and format of the two artifacts a result was measured with."""
-    return {role: {"model_id": a.manifest.model_id, "sha256": a.manifest.sha256, "format": a.manifest.format}
-            for role, a in (("detector", proc.detector_artifact), ("classifier", proc.classifier_artifact))}
+def model_facts(proc: FrameProcessor) -> dict[str, dict[str, Any]]:
+    """model_id, sha256, format and input size of the two artifacts a result was measured with, and the
+    classifier's labels (any number, manifest order)."""
+    facts: dict[str, dict[str, Any]] = {
+        role: {"model_id": a.manifest.model_id, "sha256": a.manifest.sha256, "format": a.manifest.format,
+               "input_size": list(a.manifest.preprocess.input_size)}
+        for role, a in (("detector", proc.detector_artifact), ("classifier", proc.classifier_artifact))}
+    facts["classifier"]["labels"] = list(proc.classifier_artifact.manifest.labels or ())
+    return facts
 
 
 def source_tag(source: str) -> str:
@@ -127,6 +138,19 @@ def source_tag(source: str) -> str:
     if source.isdigit():
         return f"camera{source}"
     return Path(source).name or source
+
+
+def plan_counts(proc: FrameProcessor) -> dict[str, object] | None:
+    """Fast mode's per-plan frame counts (full/roi/skip/lost) of a processor, None in full mode."""
+    counts = getattr(proc, "plan_counts", None)
+    return counts() if callable(counts) else None
+
+
+def agreement_line(agreement: dict[str, Any]) -> str:
+    a, b = agreement["A"], agreement["B"]
+    return (f"detections vs B (IoU {agreement['iou']}): A recall {a['recall']} precision {a['precision']} "
+            f"({a['matched']}/{a['reference_faces']} faces, {a['frames']} frames); B recall {b['recall']}; "
+            f"recall ratio A/B {agreement['recall_ratio']}")
 
 
 def _device(cfg: BenchConfig) -> str:
@@ -155,7 +179,9 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             rb.close()
             summ_a, summ_b = sa.summary(), sb.summary()
             summ_a["models"], summ_b["models"] = model_facts(proc_a), model_facts(proc_b)
-            agreement = detection_agreement(frames.frames, proc_a.detect, proc_b.detect)
+            summ_a["detector_plans"], summ_b["detector_plans"] = plan_counts(proc_a), plan_counts(proc_b)
+            agreement = detection_agreement(sa.boxes, sb.boxes, iou=0.5)
+            identical = identical_detections(frames.frames, proc_a.detect, proc_b.detect)
             summ_a["pipelined"] = run_pipelined(cfg_a, source, args.pipeline_seconds)
             summ_b["pipelined"] = run_pipelined(cfg_b, source, args.pipeline_seconds)
             if not args.no_efficiency:
@@ -166,7 +192,7 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
             proc_b.close()
         targets: dict[str, Any] = {}
         if cfg_b.pipeline == "reference" and cfg_a.pipeline == "edge":
-            targets["default_mode"] = default_mode_targets(summ_a, summ_b, agreement)
+            targets["default_mode"] = default_mode_targets(summ_a, summ_b, identical)
         for key, summ in (("multi_face_a", summ_a), ("multi_face_b", summ_b)):
             if (mf := multi_face_targets(summ)) is not None:
                 targets[key] = mf
@@ -176,11 +202,11 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                 "block": args.block, "specs": {"A": args.compare[0], "B": args.compare[1]},
                 "configs": {"A": cfg_a.to_dict(), "B": cfg_b.to_dict()},
                 "results": {"A": summ_a, "B": summ_b}, "ratio_a_over_b": ratio,
-                "detection_agreement": agreement, "targets": targets}
+                "detection_agreement": agreement, "identical_detections": identical, "targets": targets}
         path = write_result(data, out_dir, _device(cfg_a), ort.__version__, name)
         text = "\n\n".join([stage_table(summ_a, f"A: {cfg_a.name()}"), stage_table(summ_b, f"B: {cfg_b.name()}"),
-                            ratio_table(ratio, cfg_a.name(), cfg_b.name()), agreement_text(agreement),
-                            *_targets_lines(targets), f"wrote {path}"])
+                            ratio_table(ratio, cfg_a.name(), cfg_b.name()), agreement_line(agreement),
+                            identical_text(identical), *_targets_lines(targets), f"wrote {path}"])
         data["result_file"] = str(path)
         return data, text
 
@@ -192,6 +218,7 @@ def run_speed_command(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         runner.close()
         summary = samples.summary()
         summary["models"] = model_facts(proc)
+        summary["detector_plans"] = plan_counts(proc)
     finally:
         proc.close()
     summary["pipelined"] = run_pipelined(base, source, args.pipeline_seconds)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -19,19 +18,11 @@ from edge_agent.backends.hailo_manifest import CompileFacts, HefOutput, hef_mani
 from edge_agent.backends.onnx import OnnxBackend
 from edge_agent.detector import FaceDetector
 from edge_agent.manifest import load_artifact
+from tests.fakes import fake_hef as fh
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
-def _load_helper() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fake_hef_build", FAKES / "fake_hef.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fh = _load_helper()
 
 
 @pytest.fixture(scope="module")

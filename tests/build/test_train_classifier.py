@@ -181,3 +181,108 @@ def test_one_epoch_smoke_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     model.load_state_dict(ckpt["state_dict"])
     history = json.loads((out / "history.json").read_text())
     assert len(history) == 1 and history[0]["stage"] == 1
+
+
+def _fixture_copy(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data)
+    return data
+
+
+def test_parse_args_preset_and_arch_defaults() -> None:
+    from build.train_classifier import parse_args
+
+    a = parse_args(["--out", "x", "--preset", "seed003"])
+    assert (a.arch, a.img_size, a.mode, a.stage_epochs, a.batch) == ("efficientnet_b0", 224, "two_stage", [15, 20], 32)
+    assert (a.optimizer, a.lr_head, a.stage2_lr_factor, a.weight_decay, a.dropout) == ("adam", 1e-3, 0.1, 1e-4, 0.3)
+    assert (a.class_weights, a.plateau_patience, a.patience, a.select) == ("balanced", 3, 5, "val_loss")
+    b = parse_args(["--out", "x", "--preset", "seed003", "--img-size", "96", "--dropout", "0.5"])
+    assert (b.img_size, b.dropout, b.arch) == (96, 0.5, "efficientnet_b0")  # explicit flags win over the preset
+    c = parse_args(["--out", "x"])
+    assert (c.arch, c.img_size, c.dropout, c.mode) == ("mobilenet_v3_small", 160, 0.2, "finetune")
+    assert parse_args(["--out", "x", "--arch", "efficientnet_b0"]).img_size == 224
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--img-size", "100"])  # not a multiple of 32
+
+
+def test_efficientnet_trainable_sets() -> None:
+    from build.nets.efficientnet import efficientnet_b0
+
+    m = efficientnet_b0(2)
+    set_trainable(m, 1)
+    assert {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad} == {"classifier"}
+    set_trainable(m, 2)
+    trainable = {".".join(n.split(".")[:2]) for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable == {"classifier.1", "features.5", "features.6", "features.7", "features.8"}
+
+
+def test_init_from_timm_layout_and_errors(tmp_path: Path) -> None:
+    from build.nets.efficientnet import efficientnet_b0
+    from build.train_classifier import load_init
+    from tests.build.test_efficientnet import hand_timm_keys
+
+    torch.manual_seed(0)
+    timm_sd = {k: torch.randn(s) if s else torch.tensor(5) for k, s in hand_timm_keys(1000)
+               if not k.endswith("num_batches_tracked")}  # some published files omit the counters
+    f = tmp_path / "timm_b0.pth"
+    torch.save(timm_sd, f)
+    m = efficientnet_b0(2)
+    load_init(m, f, 2)  # 1000-class head dropped, everything else loaded
+    assert torch.equal(m.features[0][0].weight, timm_sd["conv_stem.weight"])
+    assert torch.equal(m.features[7][0].block[3][1].running_var, timm_sd["blocks.6.0.bn3.running_var"])
+    assert m.classifier[1].weight.shape == (2, 1280)
+
+    wrong = tmp_path / "mnv3.pt"
+    torch.save({"arch": "mobilenet_v3_small", "state_dict": mobilenet_v3_small(2).state_dict()}, wrong)
+    with pytest.raises(SystemExit, match="a mobilenet_v3_small checkpoint, but --arch is efficientnet_b0"):
+        load_init(efficientnet_b0(2), wrong, 2)
+    bare = tmp_path / "bare.pt"
+    torch.save(mobilenet_v3_small(2).state_dict(), bare)
+    with pytest.raises(SystemExit, match="not a state_dict of efficientnet_b0"):
+        load_init(efficientnet_b0(2), bare, 2)
+    bad_shape = tmp_path / "k3.pt"
+    sd3 = efficientnet_b0(3).state_dict()
+    sd3["features.8.0.weight"] = torch.zeros(1280, 321, 1, 1)
+    torch.save(sd3, bad_shape)
+    with pytest.raises(SystemExit, match="shapes do not match efficientnet_b0"):
+        load_init(efficientnet_b0(2), bad_shape, 2)
+
+
+def _run_smoke(data: Path, out: Path, *extra: str, prefix: str = "") -> None:
+    torch.set_num_threads(1)
+    rc = main([
+        "--train-csv", str(data / f"{prefix}train.csv"), "--val-csv", str(data / f"{prefix}val.csv"),
+        "--test-csv", str(data / f"{prefix}test.csv"), "--project-root", str(data), "--out", str(out),
+        "--batch", "4", "--workers", "0", "--seed", "1337", *extra,
+    ])
+    assert rc == 0
+
+
+def test_efficientnet_seed003_preset_two_stages(tmp_path: Path) -> None:
+    data = _fixture_copy(tmp_path)
+    out = tmp_path / "run"
+    _run_smoke(data, out, "--preset", "seed003", "--img-size", "64", "--stage-epochs", "2", "2", "--batch", "4")
+    history = json.loads((out / "history.json").read_text())
+    assert [h["stage"] for h in history] == [1, 1, 2, 2]
+    assert [h["lr"] for h in history] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])  # stage 2 at 10x lower LR
+    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    assert ckpt["arch"] == "efficientnet_b0" and ckpt["input_size"] == 64 and ckpt["dropout"] == 0.3
+    assert ckpt["classes"] == ["anger", "disgust", "happy", "neutral", "surprised"]
+    best_loss = min(h["val_loss"] for h in history)
+    assert ckpt["val_metrics"]["loss"] == pytest.approx(best_loss)  # --select val_loss
+    from build.nets.efficientnet import efficientnet_b0
+
+    efficientnet_b0(5).load_state_dict(ckpt["state_dict"])
+    assert json.loads((out / "test_metrics.json").read_text())["n"] == 3
+
+
+def test_binary_mobilenet_finetune(tmp_path: Path) -> None:
+    data = _fixture_copy(tmp_path)
+    out = tmp_path / "run"
+    _run_smoke(data, out, "--mode", "finetune", "--epochs", "2", "--img-size", "64", "--class-weights", "balanced",
+               prefix="binary_")
+    assert json.loads((out / "classes.json").read_text()) == ["happy", "other"]
+    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    assert (ckpt["arch"], ckpt["num_classes"], ckpt["input_size"]) == ("mobilenet_v3_small", 2, 64)
+    m = json.loads((out / "test_metrics.json").read_text())
+    assert m["n"] == 3 and len(m["confusion_matrix"]) == 2 and set(m["per_class"]) == {"happy", "other"}

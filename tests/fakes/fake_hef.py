@@ -26,6 +26,7 @@ from edge_agent.backends.hailo_manifest import (
     CompileFacts,
     HefOutput,
     hef_network_name,
+    onnx_output_layout,
     quant_from_range,
     write_hef_artifact,
 )
@@ -42,16 +43,6 @@ def _onnx_input(frames_bgr: np.ndarray, art: ModelArtifact) -> np.ndarray:
         x = x[..., ::-1]
     x = (x * pre.scale - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-def _onnx_layout(art: ModelArtifact, name: str, rank: int) -> str:
-    m = art.manifest
-    if rank == 2:
-        return "NC"
-    if m.detector_outputs is not None and m.detector_outputs.kind == "raw_heads":
-        return m.detector_outputs.heads_layout
-    info = next(t for t in m.outputs if t.name == name)
-    return info.layout or "NCHW"
 
 
 def write_fake_hef(
@@ -82,7 +73,7 @@ def write_fake_hef(
             ranges[name][0] = min(ranges[name][0], float(y.min()))
             ranges[name][1] = max(ranges[name][1], float(y.max()))
             y0 = y[0]
-            layout = _onnx_layout(art, name, y.ndim)
+            layout = onnx_output_layout(art, name, y.ndim)
             shapes[name] = tuple(y0.transpose(1, 2, 0).shape) if layout == "NCHW" else tuple(y0.shape)
     outputs = []
     for i, name in enumerate(out_names):
@@ -102,7 +93,7 @@ def write_fake_hef(
         },
         "outputs": [
             {"name": o.name, "onnx_name": o.onnx_name, "shape": list(o.shape),
-             "onnx_layout": _onnx_layout(art, o.onnx_name, len(o.shape) + 1),
+             "onnx_layout": onnx_output_layout(art, o.onnx_name, len(o.shape) + 1),
              "quant": {"scale": o.scale, "zero_point": o.zero_point}}
             for o in outputs
         ],

@@ -8,22 +8,20 @@ without keys is refused with a one-line error, and ``allow_insecure_remote`` sta
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from edge_agent.messages import EmotionMessage, StatusMessage, decode
-from edge_agent.security import CurveClientKeys, client_keys, generate_keypair
-from edge_agent.subscriber import Subscriber
+from edge_agent.security import client_keys, generate_keypair
+from tests.support.daemon import daemon_env
+from tests.support.stream import StreamCollector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SINGLE_FACE_FRAMES = 72
@@ -89,41 +87,15 @@ def _free_port() -> int:
 
 
 def _env(models: dict[str, Path], endpoint: str, **security: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
-    env.update({
-        "EDGE_AGENT_DETECTOR__MODEL": str(models["detector"]),
-        "EDGE_AGENT_CLASSIFIER__MODEL": str(models["classifier"]),
-        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
-        "EDGE_AGENT_PUBLISHER__CAMERA_ID": "curve",
-        "EDGE_AGENT_PUBLISHER__SNDHWM": "1000",
-        "EDGE_AGENT_PUBLISHER__STATUS_INTERVAL_S": "0.5",
-        "EDGE_AGENT_SOURCE__PACE": "fast",  # every frame is processed (no real-time drops)
-        "EDGE_AGENT_LOGGING__LEVEL": "INFO",
-    })
-    env.update({f"EDGE_AGENT_SECURITY__{k.upper()}": v for k, v in security.items()})
-    return env
-
-
-class Collector:
-    """A real SUB socket (optionally a CURVE client) connected before the daemon starts, reading on a thread."""
-
-    def __init__(self, endpoint: str, curve: CurveClientKeys | None = None) -> None:
-        self.sub = Subscriber(endpoint, curve=curve, rcvhwm=10000)
-        self.raw: list[tuple[str, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            got = self.sub.receive_raw(0.05)
-            if got is not None:
-                self.raw.append(got)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sub.close()
+    return daemon_env(
+        models, endpoint,
+        publisher__camera_id="curve",
+        publisher__sndhwm="1000",
+        publisher__status_interval_s="0.5",
+        source__pace="fast",  # every frame is processed (no real-time drops)
+        logging__level="INFO",
+        **{f"security__{k}": v for k, v in security.items()},
+    )
 
 
 @pytest.mark.slow
@@ -131,9 +103,9 @@ def test_curve_daemon_serves_only_the_allowed_client(models: dict[str, Path], as
                                                      pki: dict[str, Path], tmp_path: Path) -> None:
     video = asset("single_face.mp4")
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    allowed = Collector(endpoint, client_keys(pki["server_pub"], pki["ok_sec"]))
-    unknown = Collector(endpoint, client_keys(pki["server_pub"], pki["other_sec"]))
-    plain = Collector(endpoint)
+    allowed = StreamCollector(endpoint, client_keys(pki["server_pub"], pki["ok_sec"]))
+    unknown = StreamCollector(endpoint, client_keys(pki["server_pub"], pki["other_sec"]))
+    plain = StreamCollector(endpoint)
     env = _env(models, endpoint, curve="true", server_secret_key=str(pki["server_sec"]),
                allowed_clients_dir=str(pki["clients"]))
     cli_sub = subprocess.Popen(
@@ -159,8 +131,7 @@ def test_curve_daemon_serves_only_the_allowed_client(models: dict[str, Path], as
     assert "CURVE encrypted, allowed clients only" in proc.stderr
     assert "WARNING" not in proc.stderr
 
-    emotions = [m for t, p in allowed.raw if isinstance(m := decode(t, p), EmotionMessage)]
-    statuses = [m for t, p in allowed.raw if isinstance(m := decode(t, p), StatusMessage)]
+    emotions, statuses = allowed.emotions, allowed.statuses
     # The allowed client finished its CURVE handshake while the daemon loaded its models: it gets every frame.
     assert [m.frame_id for m in emotions] == list(range(SINGLE_FACE_FRAMES))
     assert all(len(m.faces) == 1 and m.camera_id == "curve" for m in emotions)

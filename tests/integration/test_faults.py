@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -35,12 +34,15 @@ import pytest
 import zmq
 
 from edge_agent.engine import build_engine
-from edge_agent.messages import EmotionMessage, StatusMessage, decode
+from edge_agent.messages import EmotionMessage
 from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import Publisher
 from edge_agent.service import WatchdogFeeder
 from edge_agent.settings import Settings, SourceSettings, load_settings
 from edge_agent.sources import OpenCvCapture, open_source
+from tests.support.daemon import daemon_env
+from tests.support.notify import NotifyListener
+from tests.support.stream import StreamCollector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DETECTOR = "detector/acwface-dcn"
@@ -69,64 +71,6 @@ def models(shipped_model: Callable[[str], Path]) -> dict[str, Path]:
     return {"detector": shipped_model(DETECTOR), "classifier": shipped_model(CLASSIFIER)}
 
 
-# -- a real ZeroMQ subscriber -----------------------------------------------------------------------------------
-
-class Collector:
-    """A SUB socket reading everything on a thread; messages are decoded (schema-validated) as they arrive."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 100000)
-        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
-        self.emotions: list[EmotionMessage] = []
-        self.statuses: list[StatusMessage] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self.sock.poll(50):
-                topic, payload = self.sock.recv_multipart()
-                msg = decode(topic, payload)
-                with self._lock:
-                    if isinstance(msg, EmotionMessage):
-                        self.emotions.append(msg)
-                    elif isinstance(msg, StatusMessage):
-                        self.statuses.append(msg)
-
-    def n_emotions(self) -> int:
-        with self._lock:
-            return len(self.emotions)
-
-    def wait_emotions(self, n: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.n_emotions() < n:
-            assert time.monotonic() < deadline, f"only {self.n_emotions()} emotion messages, expected {n}"
-            time.sleep(0.02)
-
-    def wait_status(self, pred: Callable[[StatusMessage], bool], timeout: float = 30.0) -> StatusMessage:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                for s in self.statuses:
-                    if pred(s):
-                        return s
-            assert time.monotonic() < deadline, "no status message matched"
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-        self.ctx.term()
-
-
 def _settings(models: dict[str, Path], endpoint: str, **source: Any) -> Settings:
     overrides: dict[str, Any] = {
         "detector.model": str(models["detector"]),
@@ -145,7 +89,7 @@ class Running:
     """A started in-process Pipeline over ``source`` with a Collector subscribed before the first frame."""
 
     def __init__(self, settings: Settings, factory: Any = None) -> None:
-        self.collector = Collector(settings.publisher.endpoint)
+        self.collector = StreamCollector(settings.publisher.endpoint)
         source = open_source(settings.source, queue_size=settings.pipeline.queue_size, factory=factory)
         engine = build_engine(settings)
         publisher = Publisher(settings.publisher.endpoint, sndhwm=settings.publisher.sndhwm)
@@ -473,60 +417,22 @@ def test_watchdog_keeps_pinging_while_the_source_reconnects() -> None:
     assert feeder.poll(frames_published=9, now=15.1)  # frames again after the reconnect
 
 
-class NotifyListener:
-    """An abstract AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET; keeps (arrival, message)."""
-
-    def __init__(self) -> None:
-        self.name = f"@edge-agent-faults-{os.getpid()}-{time.monotonic_ns()}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(b"\0" + self.name[1:].encode())
-        self.sock.settimeout(0.05)
-        self.messages: list[tuple[float, str]] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._collect, daemon=True)
-        self._thread.start()
-
-    def _collect(self) -> None:
-        while not self._done.is_set():
-            try:
-                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
-            except TimeoutError:
-                continue
-
-    def pings(self, start: float, end: float) -> int:
-        return sum(1 for t, m in list(self.messages) if start < t <= end and m == "WATCHDOG=1")
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(5)
-        self.sock.close()
-
-
 @pytest.mark.slow
 def test_daemon_under_a_watchdog_survives_a_long_stall(models: dict[str, Path], mjpeg: MjpegServer,
                                                        tmp_path: Path) -> None:
     """The real daemon with WatchdogSec=2: a stream silent for 6 s is reconnected without a watchdog restart."""
     notify = NotifyListener()
     endpoint = f"ipc://{tmp_path}/wd.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
-    env.update({
-        "NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "2000000",
-        "EDGE_AGENT_DETECTOR__MODEL": str(models["detector"]),
-        "EDGE_AGENT_CLASSIFIER__MODEL": str(models["classifier"]),
-        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
-        "EDGE_AGENT_SOURCE__READ_TIMEOUT_S": "1", "EDGE_AGENT_SOURCE__OPEN_TIMEOUT_S": "1",
-        "EDGE_AGENT_SOURCE__RECONNECT_INITIAL_S": "0.2", "EDGE_AGENT_SOURCE__RECONNECT_MAX_S": "0.8",
-    })
+    env = daemon_env(models, endpoint, source__read_timeout_s="1", source__open_timeout_s="1",
+                     source__reconnect_initial_s="0.2", source__reconnect_max_s="0.8")
+    env.update(NOTIFY_SOCKET=notify.name, WATCHDOG_USEC="2000000")
     env.pop("WATCHDOG_PID", None)
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--source", mjpeg.url,
                                  "--backend", "onnx"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while not any(m.startswith("READY=1") for _, m in list(notify.messages)):
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")
-            time.sleep(0.05)
+        notify.wait_for("READY=1", 0.0, 120, proc)
         time.sleep(2.0)
         t_stall = time.monotonic()
         mjpeg.stalled.set()
@@ -536,8 +442,8 @@ def test_daemon_under_a_watchdog_survives_a_long_stall(models: dict[str, Path], 
         time.sleep(3.0)
         assert proc.poll() is None, log_path.read_text(errors="replace")
         # one ping per second (half of WatchdogSec) kept coming while the source was being reopened
-        assert notify.pings(t_stall + 2.0, t_resume) >= 3, notify.messages
-        assert notify.pings(t_resume + 1.0, time.monotonic()) >= 1  # and with frames again afterwards
+        assert notify.count("WATCHDOG=1", t_stall + 2.0, t_resume) >= 3, notify.snapshot()
+        assert notify.count("WATCHDOG=1", t_resume + 1.0, time.monotonic()) >= 1  # and with frames again afterwards
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -576,19 +482,11 @@ def _decodable_frames(path: Path) -> int:
 
 
 def _run_cli_once(models: dict[str, Path], video: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str],
-                                                                                   Collector]:
+                                                                                   StreamCollector]:
     endpoint = f"ipc://{tmp_path}/cli.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
-    env.update({
-        "EDGE_AGENT_DETECTOR__MODEL": str(models["detector"]),
-        "EDGE_AGENT_CLASSIFIER__MODEL": str(models["classifier"]),
-        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
-        "EDGE_AGENT_PUBLISHER__CAMERA_ID": "faults",
-        "EDGE_AGENT_PUBLISHER__SNDHWM": "100000",
-        "EDGE_AGENT_PUBLISHER__STATUS_INTERVAL_S": "0.5",
-        "EDGE_AGENT_SOURCE__PACE": "fast",
-    })
-    collector = Collector(endpoint)
+    env = daemon_env(models, endpoint, publisher__camera_id="faults", publisher__sndhwm="100000",
+                     publisher__status_interval_s="0.5", source__pace="fast")
+    collector = StreamCollector(endpoint)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "edge_agent", "run", "--source", str(video), "--once", "--backend", "onnx"],

@@ -8,7 +8,6 @@ socket; frames are matched by ``frame_id`` (a frame dropped by the bounded queue
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,7 +15,6 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import cv2
@@ -29,6 +27,7 @@ from edge_agent.detector import FaceDetector
 from edge_agent.manifest import load_artifact
 from edge_agent.vision.crop import crop_faces
 from edge_agent.vision.preprocess import letterbox
+from tests.fakes import fake_hef as fh
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +36,6 @@ FAKES = REPO / "tests" / "fakes"
 DETECTOR = "detector/retinaface-mnet025-heads"
 CLASSIFIER = "classifier/mnv3s-facex7"
 VIDEO = "single_face.mp4"
-
-
-def _load_helper() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fake_hef_it", FAKES / "fake_hef.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _video_frames(path: Path, every: int) -> list[np.ndarray]:
@@ -65,7 +56,6 @@ def _video_frames(path: Path, every: int) -> list[np.ndarray]:
 def hef_models(tmp_path_factory: pytest.TempPathFactory, shipped_model: Callable[[str], Path],
                asset: Callable[[str], Path]) -> dict[str, Path]:
     """Fake-compile the deploy detector and the classifier, calibrated on real frames and real face crops."""
-    fh = _load_helper()
     det_dir, cls_dir = shipped_model(DETECTOR), shipped_model(CLASSIFIER)
     root = tmp_path_factory.mktemp("hef_models")
     det_art, cls_art = load_artifact(det_dir), load_artifact(cls_dir)

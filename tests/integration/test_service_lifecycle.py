@@ -13,12 +13,9 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,58 +23,13 @@ from typing import Any
 import pytest
 import zmq
 
+from tests.support.daemon import daemon_env
+from tests.support.notify import NotifyListener
+
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120.0  # model load + warm-up on a busy 2-core box
 
 pytestmark = pytest.mark.slow
-
-
-class NotifyListener:
-    """An abstract-namespace AF_UNIX datagram socket collecting sd_notify messages with their arrival time."""
-
-    def __init__(self) -> None:
-        self.name = f"@edge-agent-it-{uuid.uuid4().hex}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(b"\0" + self.name[1:].encode())
-        self.sock.settimeout(0.05)
-        self.messages: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._collect, daemon=True)
-        self._thread.start()
-
-    def _collect(self) -> None:
-        while not self._done.is_set():
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                continue
-            with self._lock:
-                self.messages.append((time.monotonic(), data))
-
-    def snapshot(self) -> list[tuple[float, str]]:
-        with self._lock:
-            return list(self.messages)
-
-    def wait_for(self, prefix: str, after: float, timeout: float, proc: subprocess.Popen[bytes]) -> float:
-        """Arrival time of the first message starting with ``prefix`` that arrived after ``after``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for t, m in self.snapshot():
-                if t > after and m.startswith(prefix):
-                    return t
-            if proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {proc.returncode} before {prefix!r}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {prefix!r} within {timeout} s; got {[m for _, m in self.snapshot()]}")
-
-    def count(self, text: str, start: float, end: float) -> int:
-        return sum(1 for t, m in self.snapshot() if start < t <= end and m == text)
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join()
-        self.sock.close()
 
 
 @pytest.fixture
@@ -100,7 +52,7 @@ def _write_config(path: Path, endpoint: str, score_threshold: float, log_format:
 
 
 def _spawn(args: list[str], notify: NotifyListener, log_path: Path, journal: bool = False) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") and k != "JOURNAL_STREAM"}
+    env = daemon_env()
     env.update(NOTIFY_SOCKET=notify.name, WATCHDOG_USEC="2000000", PYTHONPATH=str(REPO))
     env.pop("WATCHDOG_PID", None)
     with open(log_path, "wb") as log:
@@ -237,7 +189,7 @@ def test_runs_with_write_xor_execute_enforced(
     video = asset("single_face.mp4")
     cfg = tmp_path / "config.toml"
     _write_config(cfg, f"ipc://{tmp_path}/pub.sock", 0.5)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") and k != "JOURNAL_STREAM"}
+    env = daemon_env()
     env.update(NOTIFY_SOCKET=notify.name, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-c", _MDWE_EXEC, sys.executable, "-c",
            "import ctypes, sys; assert ctypes.CDLL(None).prctl(66, 0, 0, 0, 0) == 1, 'MDWE not inherited'; "
@@ -348,7 +300,7 @@ def test_runs_under_the_units_syscall_filter(
     if reason:
         pytest.skip(reason)
     unit = REPO / "systemd" / "edge-agent.service"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") and k != "JOURNAL_STREAM"}
+    env = daemon_env()
     env.update(NOTIFY_SOCKET=notify.name, PYTHONPATH=str(REPO), MDWE="1" if _mdwe_supported() else "0")
 
     control = subprocess.run([sys.executable, "-c", _SECCOMP_EXEC, str(unit), sys.executable, "-c",

@@ -9,20 +9,19 @@ one face at score >= 0.995 in every frame 0-71, nothing above threshold in 72-16
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import zmq
 
-from edge_agent.messages import EmotionMessage, StatusMessage, decode
+from edge_agent.messages import EmotionMessage, StatusMessage
 from edge_agent.pipeline import Pipeline
 from edge_agent.settings import load_settings
+from tests.support.daemon import daemon_env
+from tests.support.stream import StreamCollector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DETECTOR = "detector/acwface-dcn"  # the default detector
@@ -40,69 +39,30 @@ def models(shipped_model: Callable[[str], Path]) -> dict[str, Path]:
 
 
 def _env(models: dict[str, Path], endpoint: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
-    env.update({
-        "EDGE_AGENT_DETECTOR__MODEL": str(models["detector"]),
-        "EDGE_AGENT_CLASSIFIER__MODEL": str(models["classifier"]),
-        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
-        "EDGE_AGENT_PUBLISHER__CAMERA_ID": "itest",
-        "EDGE_AGENT_PUBLISHER__SNDHWM": "1000",  # the test reads as fast as it can; keep every message
-        "EDGE_AGENT_PUBLISHER__STATUS_INTERVAL_S": "0.5",
-        "EDGE_AGENT_SOURCE__PACE": "fast",  # every frame is processed (no real-time drops)
-        "EDGE_AGENT_LOGGING__LEVEL": "INFO",
-    })
-    return env
-
-
-class Collector:
-    """A real SUB socket, connected before the daemon starts, reading everything on a thread."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 10000)
-        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)  # join the PUB as soon as it binds
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
-        self.raw: list[tuple[bytes, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self.sock.poll(50):
-                topic, payload = self.sock.recv_multipart()
-                self.raw.append((topic, payload))
-
-    def close(self, drain_s: float = 1.0) -> None:
-        time.sleep(drain_s)
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-        self.ctx.term()
+    return daemon_env(
+        models, endpoint,
+        publisher__camera_id="itest",
+        publisher__sndhwm="1000",  # the test reads as fast as it can; keep every message
+        publisher__status_interval_s="0.5",
+        source__pace="fast",  # every frame is processed (no real-time drops)
+        logging__level="INFO",
+    )
 
 
 def _run_cli(models: dict[str, Path], video: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str],
                                                                               list[EmotionMessage],
                                                                               list[StatusMessage]]:
     endpoint = f"ipc://{tmp_path}/edge.sock"
-    sub = Collector(endpoint)
+    sub = StreamCollector(endpoint)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "edge_agent", "run", "--source", str(video), "--once", "--backend", "onnx"],
             env=_env(models, endpoint), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
         )
     finally:
-        sub.close()
-    emotions: list[EmotionMessage] = []
-    statuses: list[StatusMessage] = []
-    for topic, payload in sub.raw:
-        msg = decode(topic, payload)  # validates against the schema
-        (emotions if isinstance(msg, EmotionMessage) else statuses).append(msg)  # type: ignore[arg-type]
-        assert topic.decode().endswith(".itest")
-    return proc, emotions, statuses
+        sub.close(drain_s=1.0)  # every body validated against the schema on arrival
+    assert all(topic.endswith(".itest") for topic, _ in sub.decoded)
+    return proc, sub.emotions, sub.statuses
 
 
 def _common_checks(proc: subprocess.CompletedProcess[str], emotions: list[EmotionMessage],

@@ -8,53 +8,21 @@ smoothed label should change only a few times.
 from __future__ import annotations
 
 import itertools
-import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import zmq
 
-from edge_agent.messages import EmotionMessage, EventMessage, StatusMessage, decode
+from edge_agent.messages import EmotionMessage, EventMessage, StatusMessage
+from tests.support.daemon import daemon_env
+from tests.support.stream import StreamCollector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VIDEO = "WolfgangLanger_Pexels.mp4"
 FRAMES = 472
 MIN_HITS = 3
-
-
-class Collector:
-    """A real SUB socket, connected before the daemon starts, reading everything on a thread."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 10000)
-        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)  # join the PUB as soon as it binds
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.connect(endpoint)
-        self.raw: list[tuple[bytes, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self.sock.poll(50):
-                topic, payload = self.sock.recv_multipart()
-                self.raw.append((topic, payload))
-
-    def close(self, drain_s: float = 1.0) -> None:
-        time.sleep(drain_s)
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-        self.ctx.term()
 
 
 def _changes(xs: list[str | None]) -> int:
@@ -66,28 +34,26 @@ def test_one_stable_track_with_new_and_end_events(asset: Callable[[str], Path],
                                                   shipped_model: Callable[[str], Path], tmp_path: Path) -> None:
     video = asset(VIDEO)
     endpoint = f"ipc://{tmp_path}/track.sock"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_") or k == "EDGE_AGENT_CACHE"}
-    env.update({
-        "EDGE_AGENT_DETECTOR__MODEL": str(shipped_model("detector/acwface-dcn")),
-        "EDGE_AGENT_CLASSIFIER__MODEL": str(shipped_model("classifier/mnv3s-facex7")),
-        "EDGE_AGENT_PUBLISHER__ENDPOINT": endpoint,
-        "EDGE_AGENT_PUBLISHER__CAMERA_ID": "trk",
-        "EDGE_AGENT_PUBLISHER__SNDHWM": "1000",
-        "EDGE_AGENT_SOURCE__PACE": "fast",  # every frame processed (no real-time drops)
-        "EDGE_AGENT_TRACKING__MIN_HITS": str(MIN_HITS),
-        "EDGE_AGENT_TRACKING__HALF_LIFE_S": "0.5",
-    })
-    sub = Collector(endpoint)
+    env = daemon_env(
+        {"detector": shipped_model("detector/acwface-dcn"), "classifier": shipped_model("classifier/mnv3s-facex7")},
+        endpoint,
+        publisher__camera_id="trk",
+        publisher__sndhwm="1000",
+        source__pace="fast",  # every frame processed (no real-time drops)
+        tracking__min_hits=str(MIN_HITS),
+        tracking__half_life_s="0.5",
+    )
+    sub = StreamCollector(endpoint)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "edge_agent", "run", "--source", f"sample:{VIDEO}", "--once", "--backend", "onnx"],
             env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
         )
     finally:
-        sub.close()
+        sub.close(drain_s=1.0)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert video.is_file()
-    msgs = [(t.decode(), decode(t, p)) for t, p in sub.raw]
+    msgs = sub.decoded
     emotions = [m for _, m in msgs if isinstance(m, EmotionMessage)]
     events = [m for _, m in msgs if isinstance(m, EventMessage)]
     assert all(t.startswith("events.v1.trk") for t, m in msgs if isinstance(m, EventMessage))

@@ -131,7 +131,9 @@ def test_eval_e2e_face_api_protocol(tmp_path: Path, shipped_model: Callable[[str
     assert s["coverage"] == pytest.approx(1 / 3)
     with (out / data["rows"]).open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["image", "gt_label", "pred_label", "score", "face_detected", "iou", "correct"]
+    assert list(rows[0]) == ["image", "gt_label", "pred_label", "score", "face_detected", "iou", "correct",
+                             *(f"p_{lab}" for lab in _model_labels(cls))]
+    assert sum(float(rows[0][f"p_{lab}"]) for lab in _model_labels(cls)) == pytest.approx(1.0, abs=1e-4)
     assert float(rows[0]["iou"]) == pytest.approx(1.0, abs=1e-5) and rows[0]["face_detected"] == "1"
     assert float(rows[1]["iou"]) < 0.30 and rows[1]["face_detected"] == "1"
     assert rows[2]["face_detected"] == "0" and rows[2]["correct"] == "0"

@@ -6,7 +6,6 @@ names the hailo8 device); the fake chip runs ONNX on the CPU, so its timings mea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from edge_agent.detector import FaceDetector
 from edge_agent.manifest import load_artifact
 from edge_agent.vision.crop import crop_faces
 from edge_agent.vision.preprocess import letterbox
+from tests.fakes import fake_hef as fh
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +32,7 @@ DETECTOR = "detector/retinaface-mnet025-heads"
 CLASSIFIER = "classifier/mnv3s-facex7"
 
 
-def _fake_hef_module() -> object:
-    spec = importlib.util.spec_from_file_location("fake_hef_bench", FAKES / "fake_hef.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _compile(det_dir: Path, cls_dir: Path, photo: Path, out: Path) -> tuple[Path, Path]:
-    fh = _fake_hef_module()
     det_art, cls_art = load_artifact(det_dir), load_artifact(cls_dir)
     img = cv2.imread(str(photo))
     assert img is not None

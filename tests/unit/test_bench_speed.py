@@ -100,7 +100,7 @@ def test_compare_produces_ratios(tmp_path: Path, shipped_model: Callable[[str], 
     assert r["fps_sequential"] > 0
     assert data["configs"]["B"]["pipeline"] == "reference"
     # same model, same frames: the daemon's detector and the reference find the same faces
-    ag = data["detection_agreement"]
+    ag = data["identical_detections"]
     assert ag["frames"] == 2 and ag["unmatched"] == 0 and ag["identical"] is True
     assert ag["faces_a"] == ag["faces_b"] == 2 and ag["worst_iou"] >= 0.9
     t = data["targets"]["default_mode"]

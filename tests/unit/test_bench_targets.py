@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bench.agreement import Agreement, agreement_text, detection_agreement, iou_matrix, match_boxes
+from edge_agent.bench.identical import BoxMatching, identical_detections, identical_text, match_boxes
 from edge_agent.bench.pipelined import photo_folder, photo_path
 from edge_agent.bench.targets import (
     default_mode_targets,
@@ -24,13 +24,6 @@ def _dets(*boxes: tuple[float, float, float, float]) -> Detections:
     return Detections(boxes=b, scores=np.full(len(b), 0.9, np.float32), landmarks=np.zeros((len(b), 5, 2), np.float32))
 
 
-def test_iou_matrix_values() -> None:
-    a = np.array([[0, 0, 10, 10]], np.float32)
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
-    np.testing.assert_allclose(iou_matrix(a, b), [[1.0, 50 / 150, 0.0]])
-    assert iou_matrix(a, np.zeros((0, 4), np.float32)).shape == (1, 0)
-
-
 def test_match_boxes_is_one_to_one_highest_first() -> None:
     a = np.array([[0, 0, 10, 10], [100, 100, 110, 110]], np.float32)
     b = np.array([[1, 0, 11, 10], [0, 0, 10, 10], [300, 300, 310, 310]], np.float32)
@@ -41,8 +34,8 @@ def test_match_boxes_is_one_to_one_highest_first() -> None:
         match_boxes(a, b, match_iou=0.0)
 
 
-def test_agreement_identical_and_not() -> None:
-    ag = Agreement()
+def test_box_matching_identical_and_not() -> None:
+    ag = BoxMatching()
     ag.add(0, _dets((0, 0, 10, 10)), _dets((0, 0, 10, 10)))
     ag.add(1, _dets(), _dets())
     s = ag.summary()
@@ -58,12 +51,12 @@ def test_agreement_identical_and_not() -> None:
     s = ag.summary()
     assert s["unmatched"] == 1 and s["unmatched_faces"][0] == {"frame": 4, "only_in": "A",
                                                                 "box": [50.0, 50.0, 60.0, 60.0], "score": 0.9}
-    assert "NOT identical" in agreement_text(s)
+    assert "NOT identical" in identical_text(s)
 
 
-def test_detection_agreement_runs_both_detectors() -> None:
+def test_identical_detections_runs_both_detectors() -> None:
     frames = [np.zeros((4, 4, 3), np.uint8)] * 3
-    s = detection_agreement(frames, lambda _: _dets((0, 0, 10, 10)), lambda _: _dets((0, 0, 10, 10), (20, 0, 30, 10)))
+    s = identical_detections(frames, lambda _: _dets((0, 0, 10, 10)), lambda _: _dets((0, 0, 10, 10), (20, 0, 30, 10)))
     assert s["frames"] == 3 and s["faces_a"] == 3 and s["faces_b"] == 6 and s["unmatched"] == 3
     assert {u["only_in"] for u in s["unmatched_faces"]} == {"B"}
 
@@ -143,7 +136,7 @@ def test_report_targets_section(tmp_path: Path) -> None:
     a = _summary(10.0, 2.0, 80.0, pipe_fps=100.0, lat=(12.0, 20.0))
     b = _summary(15.0, 2.0, 40.0)
     compare = {"kind": "compare", "config_name": "cmp", "specs": {"A": "detector=x", "B": "pipeline=reference"},
-               "source": {"name": "sample:v.mp4"}, "detection_agreement": {"worst_iou": 0.95, "unmatched": 0},
+               "source": {"name": "sample:v.mp4"}, "identical_detections": {"worst_iou": 0.95, "unmatched": 0},
                "targets": {"default_mode": default_mode_targets(a, b, {"identical": True})}}
     speed = {"kind": "speed", "config_name": "multi", "result": {
         "targets": {"multi_face": multi_face_targets(_summary(10.0, 3.0, 50.0, faces=5.0, per_face=0.6))}}}

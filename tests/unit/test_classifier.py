@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from edge_agent.assets import sha256_file
-from edge_agent.backends.base import Backend, Tensor, TensorSpec
 from edge_agent.backends.onnx import OnnxBackend
 from edge_agent.classifier import ExpressionClassifier
 from edge_agent.frames import Detections
@@ -17,34 +16,11 @@ from edge_agent.manifest import ManifestError, ModelArtifact, load_artifact
 from edge_agent.vision.crop import crop_faces
 from edge_agent.vision.decode import softmax
 from edge_agent.vision.preprocess import to_tensor
+from tests.support.backends import CountingBackend
 
 CLASSIFIER = "classifier/mnv3s-facex7"
 LABELS = ("neg", "neutral", "pos")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "vision"
-
-
-class CountingBackend:
-    """A real backend wrapped to count and record its calls (no behaviour of its own)."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.kind = inner.kind
-        self.batches: list[int] = []
-
-    @property
-    def inputs(self) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs
-
-    @property
-    def outputs(self) -> Mapping[str, TensorSpec]:
-        return self.inner.outputs
-
-    def run(self, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        self.batches.append(int(next(iter(feeds.values())).shape[0]))
-        return self.inner.run(feeds)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _tiny_classifier(tmp: Path, batch: int | str) -> ModelArtifact:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -24,10 +23,8 @@ FAKES = REPO_ROOT / "tests" / "fakes"
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("onnx")
-    spec = importlib.util.spec_from_file_location("fake_hef_cli", FAKES / "fake_hef.py")
-    assert spec and spec.loader
-    fh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fh)
+    from tests.fakes import fake_hef as fh
+
     root = tmp_path_factory.mktemp("cli_models")
     return {"det": fh.make_tiny_detector(root / "det"), "cls": fh.make_tiny_classifier(root / "cls")}
 

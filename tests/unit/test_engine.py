@@ -6,10 +6,9 @@ boundary; the fake hailo_platform runs the ONNX behind each fake HEF) and, when 
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,32 +17,19 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.backends import hailo as hailo_mod
 from edge_agent.backends.base import BackendError
 from edge_agent.engine import build_engine, check_models, choose_backend
 from edge_agent.manifest import ManifestError
 from edge_agent.settings import Settings, load_settings
+from tests.fakes import fake_hef as fh
+from tests.support.hailo import drop_fake_hailo_modules
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
-
-
-def _load_fake_hef() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fake_hef_engine", FAKES / "fake_hef.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _drop_fake_modules() -> None:
-    for name in [n for n in sys.modules if n == "hailo_platform" or n.startswith("hailo_platform.")]:
-        del sys.modules[name]
 
 
 @pytest.fixture(scope="module")
 def arts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("onnx")
-    fh = _load_fake_hef()
     root = tmp_path_factory.mktemp("engine_arts")
     det = fh.make_tiny_detector(root / "det")
     cls = fh.make_tiny_classifier(root / "cls")
@@ -55,24 +41,9 @@ def arts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def fake_hailo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
-    for var in ("FAKE_HAILO_FAULTS", "FAKE_HAILO_VERSION", "FAKE_HAILO_DRIVER_VERSION", "FAKE_HAILO_ARCH",
-                "FAKE_HAILO_QUEUE_SIZE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("FAKE_HAILO_LOCK", str(tmp_path / "hailo0.lock"))
-    monkeypatch.setattr(hailo_mod, "DRIVER_VERSION_FILE", tmp_path / "no-driver-version")
-    _drop_fake_modules()
-    monkeypatch.syspath_prepend(str(FAKES))
-    import hailo_platform
-
-    yield hailo_platform
-    _drop_fake_modules()
-
-
-@pytest.fixture
 def no_hailo(monkeypatch: pytest.MonkeyPatch) -> None:
     """hailo_platform is not importable (the CPU-only box)."""
-    _drop_fake_modules()
+    drop_fake_hailo_modules()
     monkeypatch.setitem(sys.modules, "hailo_platform", None)
 
 

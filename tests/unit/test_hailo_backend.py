@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,40 +18,12 @@ from edge_agent.backends.hailo import HailoDevice, probe
 from edge_agent.backends.hailo_manifest import quant_from_range
 from edge_agent.manifest import MANIFEST_NAME, ManifestError, load_artifact
 from edge_agent.settings import HailoSettings
+from tests.fakes import fake_hef as fh
+from tests.support.hailo import drop_fake_hailo_modules
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
-def _load_helper() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fake_hef", FAKES / "fake_hef.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fh = _load_helper()
-
-
-def _drop_fake_modules() -> None:
-    for name in [n for n in sys.modules if n == "hailo_platform" or n.startswith("hailo_platform.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture
-def fake_hailo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
-    """The fake hailo_platform on sys.path, a private device lock, no faults; removed afterwards."""
-    for var in ("FAKE_HAILO_FAULTS", "FAKE_HAILO_VERSION", "FAKE_HAILO_DRIVER_VERSION", "FAKE_HAILO_ARCH",
-                "FAKE_HAILO_QUEUE_SIZE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("FAKE_HAILO_LOCK", str(tmp_path / "hailo0.lock"))
-    monkeypatch.setattr(hailo_mod, "DRIVER_VERSION_FILE", tmp_path / "no-driver-version")
-    _drop_fake_modules()
-    monkeypatch.syspath_prepend(str(FAKES))
-    import hailo_platform
-
-    yield hailo_platform
-    _drop_fake_modules()
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +163,7 @@ def test_probe_reports_the_device(fake_hailo: ModuleType) -> None:
 
 
 def test_probe_without_hailo_platform_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    _drop_fake_modules()
+    drop_fake_hailo_modules()
     monkeypatch.setitem(sys.modules, "hailo_platform", None)  # import raises ImportError
     ok, reason = probe()
     assert not ok
@@ -263,7 +233,7 @@ def test_driver_library_mismatch_prints_both_versions(
 def test_library_version_outside_the_hailo8_range(
     fake_hailo: ModuleType, monkeypatch: pytest.MonkeyPatch, version: str, needle: str
 ) -> None:
-    _drop_fake_modules()
+    drop_fake_hailo_modules()
     monkeypatch.setenv("FAKE_HAILO_VERSION", version)
     monkeypatch.setenv("FAKE_HAILO_DRIVER_VERSION", version)
     with pytest.raises(BackendError, match=needle):

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from edge_agent.backends.base import Backend, Tensor, TensorSpec
 from edge_agent.backends.onnx import OnnxBackend
 from edge_agent.classifier import ExpressionClassifier
 from edge_agent.frames import Detections, Expressions
 from edge_agent.manifest import load_artifact
 from edge_agent.pipeline import face_messages
 from edge_agent.quality import classify_gated, expand, laplacian_variance, min_side, skip_reasons, subset
+from tests.support.backends import CountingBackend
 
 
 def dets(boxes: list[list[float]]) -> Detections:
@@ -77,30 +77,6 @@ def test_subset_and_expand() -> None:
     e = expand(Expressions(("a", "b"), np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)), [0, 2], 3)
     np.testing.assert_allclose(e.probs, [[0.9, 0.1], [0, 0], [0.2, 0.8]])
     assert expand(Expressions(("a",), np.zeros((0, 1), np.float32)), [], 2).probs.shape == (2, 1)
-
-
-class CountingBackend:
-    """The real ONNX backend, recording the batch size of every call (no behaviour of its own)."""
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.kind = inner.kind
-        self.batches: list[int] = []
-
-    @property
-    def inputs(self) -> Mapping[str, TensorSpec]:
-        return self.inner.inputs
-
-    @property
-    def outputs(self) -> Mapping[str, TensorSpec]:
-        return self.inner.outputs
-
-    def run(self, feeds: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        self.batches.append(int(next(iter(feeds.values())).shape[0]))
-        return self.inner.run(feeds)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_skipped_faces_never_reach_the_classifier(shipped_model: Callable[[str], Path],

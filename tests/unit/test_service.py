@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from edge_agent.service import (
     status_line,
 )
 from edge_agent.settings import ConfigError, Settings, load_settings
+from tests.support.notify import NotifyListener
 
 
 @dataclass(frozen=True)
@@ -85,39 +85,9 @@ class StandInPipeline:
         return Health(state, self.frames, time.monotonic(), self.ended, self.error)
 
 
-class Listener:
-    """A real AF_UNIX datagram socket standing in for systemd's notify socket; a thread collects messages."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.path = str(path)
-        self.sock.settimeout(0.05)
-        self.messages: list[str] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._collect, daemon=True)
-        self._thread.start()
-
-    def _collect(self) -> None:
-        while not self._done.is_set():
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-
-    def drain(self) -> list[str]:
-        time.sleep(0.1)
-        return list(self.messages)
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join()
-        self.sock.close()
-
-
 @pytest.fixture
-def listener(tmp_path: Path) -> Iterator[Listener]:
-    lst = Listener(tmp_path / "notify.sock")
+def listener(tmp_path: Path) -> Iterator[NotifyListener]:
+    lst = NotifyListener(tmp_path / "notify.sock")
     yield lst
     lst.close()
 
@@ -128,7 +98,7 @@ def _send_later(delay: float, signum: int) -> threading.Timer:
     return t
 
 
-def _service(listener: Listener, made: list[StandInPipeline], watchdog_s: float | None = 0.2, once: bool = False,
+def _service(listener: NotifyListener, made: list[StandInPipeline], watchdog_s: float | None = 0.2, once: bool = False,
              reload_to: Settings | Exception | None = None, **kw: object) -> Service:
     def factory(s: Settings) -> StandInPipeline:
         p = StandInPipeline(s, **kw)  # type: ignore[arg-type]
@@ -141,17 +111,17 @@ def _service(listener: Listener, made: list[StandInPipeline], watchdog_s: float 
         return reload_to if reload_to is not None else Settings()
 
     return Service(settings=Settings(), open_pipeline=factory, reload_settings=reload_settings, once=once,
-                   notifier=Notifier(listener.path), watchdog_s=watchdog_s, tick_s=0.02)
+                   notifier=Notifier(listener.name), watchdog_s=watchdog_s, tick_s=0.02)
 
 
-def test_ready_watchdog_and_clean_stop_on_sigterm(listener: Listener) -> None:
+def test_ready_watchdog_and_clean_stop_on_sigterm(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     svc = _service(listener, made)
     _send_later(0.8, signal.SIGTERM)
     t0 = time.monotonic()
     assert svc.run() == ExitCode.OK
     assert time.monotonic() - t0 < 2.0
-    msgs = listener.drain()
+    msgs = listener.texts(settle_s=0.1)
     ready = next(i for i, m in enumerate(msgs) if m.startswith("READY=1"))
     assert made[0].calls == ["warm_up", "start", "stop"]
     after_ready = msgs[ready + 1:]
@@ -161,7 +131,7 @@ def test_ready_watchdog_and_clean_stop_on_sigterm(listener: Listener) -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
-def test_sigint_also_stops(listener: Listener) -> None:
+def test_sigint_also_stops(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     svc = _service(listener, made)
     _send_later(0.3, signal.SIGINT)
@@ -169,40 +139,40 @@ def test_sigint_also_stops(listener: Listener) -> None:
     assert made[0].calls[-1] == "stop"
 
 
-def test_no_watchdog_pings_when_frames_stall(listener: Listener) -> None:
+def test_no_watchdog_pings_when_frames_stall(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     svc = _service(listener, made, stall_after=3)
     _send_later(1.0, signal.SIGTERM)
     assert svc.run() == ExitCode.OK
-    msgs = listener.drain()
+    msgs = listener.texts(settle_s=0.1)
     ready = next(i for i, m in enumerate(msgs) if m.startswith("READY=1"))
     assert msgs[ready + 1:].count("WATCHDOG=1") <= 1  # at most one ping for the first 3 frames, then silence
 
 
-def test_no_watchdog_pings_without_watchdog(listener: Listener) -> None:
+def test_no_watchdog_pings_without_watchdog(listener: NotifyListener) -> None:
     svc = _service(listener, [], watchdog_s=None)
     _send_later(0.4, signal.SIGTERM)
     assert svc.run() == ExitCode.OK
-    msgs = listener.drain()
+    msgs = listener.texts(settle_s=0.1)
     ready = next(i for i, m in enumerate(msgs) if m.startswith("READY=1"))
     assert "WATCHDOG=1" not in msgs[ready + 1:]
 
 
-def test_stage_error_exits_runtime_error_after_clean_stop(listener: Listener) -> None:
+def test_stage_error_exits_runtime_error_after_clean_stop(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     svc = _service(listener, made, fail_after=5)
     assert svc.run() == ExitCode.RUNTIME_ERROR
     assert made[0].calls[-1] == "stop"
-    assert any(m.startswith("STOPPING=1") and "device timeout" in m for m in listener.drain())
+    assert any(m.startswith("STOPPING=1") and "device timeout" in m for m in listener.texts(settle_s=0.1))
 
 
-def test_source_end_with_once_is_success(listener: Listener) -> None:
+def test_source_end_with_once_is_success(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     assert _service(listener, made, once=True, end_after=5).run() == ExitCode.OK
     assert made[0].calls[-1] == "stop"
 
 
-def test_source_end_without_once_is_a_source_error(listener: Listener) -> None:
+def test_source_end_without_once_is_a_source_error(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     assert _service(listener, made, once=False, end_after=5).run() == ExitCode.SOURCE_ERROR
     assert made[0].calls[-1] == "stop"
@@ -217,17 +187,17 @@ def test_source_end_without_once_is_a_source_error(listener: Listener) -> None:
         (RuntimeError("bug"), ExitCode.RUNTIME_ERROR),
     ],
 )
-def test_startup_failure_exit_codes(listener: Listener, exc: Exception, code: ExitCode) -> None:
+def test_startup_failure_exit_codes(listener: NotifyListener, exc: Exception, code: ExitCode) -> None:
     def factory(s: Settings) -> StandInPipeline:
         raise exc
 
     svc = Service(settings=Settings(), open_pipeline=factory, reload_settings=Settings, once=False,
-                  notifier=Notifier(listener.path), watchdog_s=None)
+                  notifier=Notifier(listener.name), watchdog_s=None)
     assert svc.run() == code
-    assert not any(m.startswith("READY=1") for m in listener.drain())
+    assert not any(m.startswith("READY=1") for m in listener.texts(settle_s=0.1))
 
 
-def test_warm_up_failure_stops_what_was_opened(listener: Listener) -> None:
+def test_warm_up_failure_stops_what_was_opened(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
 
     class Failing(StandInPipeline):
@@ -240,12 +210,12 @@ def test_warm_up_failure_stops_what_was_opened(listener: Listener) -> None:
         return made[-1]
 
     svc = Service(settings=Settings(), open_pipeline=factory, reload_settings=Settings, once=False,
-                  notifier=Notifier(listener.path), watchdog_s=None)
+                  notifier=Notifier(listener.name), watchdog_s=None)
     assert svc.run() == ExitCode.MODEL_ERROR
     assert made[0].calls == ["warm_up", "stop"]
 
 
-def test_sighup_rebuilds_with_new_settings(listener: Listener) -> None:
+def test_sighup_rebuilds_with_new_settings(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     new = Settings()
     new.detector.score_threshold = 0.99
@@ -258,25 +228,25 @@ def test_sighup_rebuilds_with_new_settings(listener: Listener) -> None:
     assert made[1].settings.detector.score_threshold == 0.99
     assert made[1].calls == ["warm_up", "start", "stop"]
     assert svc.settings.detector.score_threshold == 0.99
-    msgs = listener.drain()
+    msgs = listener.texts(settle_s=0.1)
     reloading = next(i for i, m in enumerate(msgs) if m.startswith("RELOADING=1\nMONOTONIC_USEC="))
     assert any(m.startswith("READY=1") for m in msgs[reloading + 1:])
     assert msgs[reloading + 1:].count("WATCHDOG=1") >= 2  # the new pipeline's frames feed the watchdog
 
 
-def test_sighup_with_invalid_config_keeps_running(listener: Listener) -> None:
+def test_sighup_with_invalid_config_keeps_running(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     svc = _service(listener, made, reload_to=ConfigError("detector.nms_iou: must be > 0"))
     _send_later(0.3, signal.SIGHUP)
     _send_later(0.7, signal.SIGTERM)
     assert svc.run() == ExitCode.OK
     assert len(made) == 1 and made[0].calls == ["warm_up", "start", "stop"]
-    msgs = listener.drain()
+    msgs = listener.texts(settle_s=0.1)
     reloading = next(i for i, m in enumerate(msgs) if m.startswith("RELOADING=1"))
     assert any(m.startswith("READY=1") and "rejected" in m for m in msgs[reloading:])
 
 
-def test_sighup_restores_old_config_when_new_one_cannot_start(listener: Listener) -> None:
+def test_sighup_restores_old_config_when_new_one_cannot_start(listener: NotifyListener) -> None:
     made: list[StandInPipeline] = []
     new = Settings()
     new.source.uri = "/dev/video9"
@@ -288,7 +258,7 @@ def test_sighup_restores_old_config_when_new_one_cannot_start(listener: Listener
         return made[-1]
 
     svc = Service(settings=Settings(), open_pipeline=factory, reload_settings=lambda: new, once=False,
-                  notifier=Notifier(listener.path), watchdog_s=0.2, tick_s=0.02)
+                  notifier=Notifier(listener.name), watchdog_s=0.2, tick_s=0.02)
     _send_later(0.3, signal.SIGHUP)
     _send_later(0.9, signal.SIGTERM)
     assert svc.run() == ExitCode.OK
@@ -297,7 +267,7 @@ def test_sighup_restores_old_config_when_new_one_cannot_start(listener: Listener
     assert svc.settings.source.uri == "0"
 
 
-def test_sighup_exits_when_neither_config_starts(listener: Listener) -> None:
+def test_sighup_exits_when_neither_config_starts(listener: NotifyListener) -> None:
     attempts: list[str] = []
 
     def factory(s: Settings) -> StandInPipeline:
@@ -307,21 +277,21 @@ def test_sighup_exits_when_neither_config_starts(listener: Listener) -> None:
         return StandInPipeline(s)
 
     svc = Service(settings=Settings(), open_pipeline=factory, reload_settings=Settings, once=False,
-                  notifier=Notifier(listener.path), watchdog_s=None, tick_s=0.02)
+                  notifier=Notifier(listener.name), watchdog_s=None, tick_s=0.02)
     _send_later(0.3, signal.SIGHUP)
     assert svc.run() == ExitCode.SOURCE_ERROR
     assert len(attempts) == 3
 
 
-def test_stop_during_startup_never_sends_ready(listener: Listener) -> None:
+def test_stop_during_startup_never_sends_ready(listener: NotifyListener) -> None:
     def factory(s: Settings) -> StandInPipeline:
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while models load
         return StandInPipeline(s)
 
     svc = Service(settings=Settings(), open_pipeline=factory, reload_settings=Settings, once=False,
-                  notifier=Notifier(listener.path), watchdog_s=None)
+                  notifier=Notifier(listener.name), watchdog_s=None)
     assert svc.run() == ExitCode.OK
-    msgs = listener.drain()
+    msgs = listener.texts(settle_s=0.1)
     assert not any(m.startswith("READY=1") for m in msgs)
     assert any(m.startswith("STOPPING=1") for m in msgs)
 

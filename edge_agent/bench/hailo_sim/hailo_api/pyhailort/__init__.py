@@ -1,0 +1,1 @@
+"""Mirror of ``hailo_platform.pyhailort`` (the exception module lives in ``pyhailort.pyhailort``)."""
