@@ -2,7 +2,7 @@
 
 ::
 
-    capture thread (FrameSource)  --bounded drop-oldest queue-->  inference thread (detector)
+    capture thread (FrameSource)  --bounded drop-oldest queue-->  inference thread(s) (detector)
         --bounded queue-->  classify thread (quality gates, crops, batched classifier)
         --bounded queue-->  publish thread (emotion message per frame, status every status_interval_s)
 
@@ -10,7 +10,9 @@ The detector of frame t+1 runs while frame t is cropped, classified and publishe
 frame rate is set by the slowest stage rather than by the sum of the stages (ONNX Runtime and most numpy/OpenCV
 work release the GIL). The queues between the stages block (with a bounded wait, so stop() stays prompt) rather
 than drop: frames are dropped only at the capture queue, where the source counts them. Every frame that reaches
-the inference thread produces exactly one emotion message (also with zero faces).
+the inference thread produces exactly one emotion message (also with zero faces). With
+``pipeline.detect_workers = N`` (> 1) N inference threads detect consecutive frames at once (frames are numbered as
+they are read) and the classify stage restores source order before anything is published.
 Faces failing the quality gates (edge_agent.quality) are not classified; with ``tracking.enabled`` the publish
 thread runs the face tracker (edge_agent.tracking) over the capture timestamps, adds track ids and smoothed
 expressions to the faces and publishes track events (``events.v1.<camera_id>``; on a natural end of the source
@@ -80,6 +82,7 @@ class _Detected:
     frame: Frame
     detections: Detections
     times: dict[str, float]
+    seq: int  # the frame's position in source order (the classify stage restores it across detector threads)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def tracker_from_settings(settings: Settings, labels: tuple[str, ...]) -> Tracke
 
 
 class Pipeline:
-    """Owns the engine, the source and the publisher, and the three stage threads between them."""
+    """Owns the engine, the source and the publisher, and the stage threads between them."""
 
     def __init__(self, settings: Settings, engine: Engine, source: FrameSource, publisher: Publisher) -> None:
         self.settings = settings
@@ -146,6 +149,9 @@ class Pipeline:
         self._events_topic = events_topic(self.camera_id)
         self._tracker = tracker_from_settings(settings, engine.classifier.labels)
         self._detector = frame_detector(engine.detector, fast_config(settings.detector))  # detector.mode
+        self._detect_workers = settings.pipeline.detect_workers
+        self._read_lock = threading.Lock()  # one detector thread reads (and numbers) a frame at a time
+        self._n_read = 0
         self._last_frame: Frame | None = None  # the last published frame (end events at the source's end)
         self._detected: queue.Queue[_Detected | object] = queue.Queue(maxsize=_DETECTED_QUEUE_SIZE)
         self._results: queue.Queue[_Result | object] = queue.Queue(maxsize=_RESULT_QUEUE_SIZE)
@@ -198,7 +204,10 @@ class Pipeline:
             self._t_start = time.monotonic()
             self._state = "running"
             self._threads = [
-                threading.Thread(target=self._guard, args=(self._infer_loop,), name="inference", daemon=True),
+                threading.Thread(target=self._guard, args=(self._infer_loop,),
+                                 name="inference" if i == 0 else f"inference-{i + 1}", daemon=True)
+                for i in range(self._detect_workers)
+            ] + [
                 threading.Thread(target=self._guard, args=(self._classify_loop,), name="classify", daemon=True),
                 threading.Thread(target=self._guard, args=(self._publish_loop,), name="publish", daemon=True),
             ]
@@ -257,30 +266,46 @@ class Pipeline:
     def _infer_loop(self) -> None:
         detector = self._detector  # detector.mode: the full detector, or the fast-mode frame detector
         while not self._stop.is_set():
-            frame = self.source.read(timeout=_POLL_S)
+            with self._read_lock:
+                frame = self.source.read(timeout=_POLL_S)
+                seq = self._n_read
+                if frame is not None:
+                    self._n_read += 1
             if frame is None:
                 if self.source.ended:
-                    self._put(self._detected, _END)
+                    self._put(self._detected, _END)  # one per detector thread
                     return
                 continue
             t_deq = time.monotonic()
             dets, t_det = detector.detect_timed(frame.image)
-            self._put(self._detected, _Detected(frame, dets, {"capture_queue": t_deq - frame.t_capture, **t_det}))
+            times = {"capture_queue": t_deq - frame.t_capture, **t_det}
+            self._put(self._detected, _Detected(frame, dets, times, seq))
 
     def _classify_loop(self) -> None:
         classifier = self.engine.classifier
         gates = self.settings.tracking
+        pending: dict[int, _Detected] = {}  # detected frames that overtook an earlier one (detect_workers > 1)
+        next_seq, ends = 0, 0
         while not self._stop.is_set():
             try:
                 item = self._detected.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
-            if not isinstance(item, _Detected):  # _END
-                self._put(self._results, item)
+            if isinstance(item, _Detected):
+                pending[item.seq] = item
+            else:  # _END from one detector thread
+                ends += 1
+            while next_seq in pending:
+                ready = pending.pop(next_seq)
+                next_seq += 1
+                expr, t_cls, skipped = classify_gated(  # the classifier never sees a skipped face
+                    classifier.classify_timed, ready.frame.image, ready.detections, gates.min_face_px,
+                    gates.blur_threshold)
+                self._put(self._results, _Result(ready.frame, ready.detections, expr, {**ready.times, **t_cls},
+                                                 skipped))
+            if ends == self._detect_workers:  # every detector thread has passed on its last frame
+                self._put(self._results, _END)
                 return
-            expr, t_cls, skipped = classify_gated(  # the classifier never sees a skipped face
-                classifier.classify_timed, item.frame.image, item.detections, gates.min_face_px, gates.blur_threshold)
-            self._put(self._results, _Result(item.frame, item.detections, expr, {**item.times, **t_cls}, skipped))
 
     def _put(self, q: queue.Queue[Any], item: object) -> None:
         """Hand ``item`` to the next stage, waiting while it is full (bounded waits: stop() stays prompt)."""

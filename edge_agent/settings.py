@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -161,6 +161,12 @@ class SecuritySettings(_Section):
 
 class PipelineSettings(_Section):
     queue_size: int = Field(2, ge=1, le=256, description="bounded capture queue; the oldest frame is dropped")
+    detect_workers: int = Field(
+        1, ge=1, le=4,
+        description="detector threads on consecutive frames, published in frame order: 2 keeps two detections in "
+        "flight (both cores busy on ONNX Runtime at 1 intra-op thread, the Hailo chip busy while the host "
+        "decodes); must be 1 with detector.mode = \"fast\" (its ROIs follow the previous frame)",
+    )
 
 
 class TrackingSettings(_Section):
@@ -227,6 +233,13 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
+    @model_validator(mode="after")
+    def _fast_mode_detects_in_order(self) -> Settings:
+        if self.detector.mode == "fast" and self.pipeline.detect_workers > 1:
+            raise ValueError(f"pipeline.detect_workers = {self.pipeline.detect_workers} needs detector.mode = "
+                             "\"full\": fast mode's ROIs follow the previous frame's faces (set it to 1)")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -254,6 +267,8 @@ def _one_line(exc: ValidationError) -> str:
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if not err["loc"] and err["type"] == "value_error":  # a check across sections: its message names the keys
+        return f"{msg.removeprefix('Value error, ')}{more}"
     return f"{key}: {msg}{more}"
 
 

@@ -88,6 +88,7 @@ def overrides_for(cfg: BenchConfig, source_uri: str, endpoint: str) -> dict[str,
         "detector.roi_expand": cfg.roi_expand,
         "detector.roi_size": cfg.roi_size,
         "detector.full_size": cfg.full_size,
+        "pipeline.detect_workers": cfg.detect_workers,
         "publisher.endpoint": endpoint,
         "publisher.camera_id": "bench",
     }

@@ -5,7 +5,9 @@ A configuration is named by ``key=value`` pairs over the command-line flags (``-
 ``pipeline=edge|reference``, ``score_threshold=F``, ``nms_iou=F``, ``margin=F``, ``align=true|false``,
 ``max_batch=N``, and fast detection mode: ``mode=full|fast``, ``full_every=N``, ``roi_expand=F``, ``roi_size=N``,
 ``full_size=fixed|auto`` (each may also be written with a ``detector.`` prefix, as in the settings:
-``detector.mode=fast``); several pairs are separated by commas: ``"detector=models/detector/acwface-dcn,threads=2"``.
+``detector.mode=fast``), and ``detect_workers=N`` (``pipeline.detect_workers``: detector threads of the pipelined
+daemon run; the in-process sequential run has one); several pairs are separated by commas:
+``"detector=models/detector/acwface-dcn,threads=2"``.
 """
 
 from __future__ import annotations
@@ -53,8 +55,13 @@ class BenchConfig:
     roi_expand: float = _DET.roi_expand
     roi_size: int = _DET.roi_size
     full_size: str = _DET.full_size
+    detect_workers: int = 1  # pipeline.detect_workers of the pipelined daemon run
 
     def __post_init__(self) -> None:
+        if not 1 <= self.detect_workers <= 4:
+            raise ConfigSpecError(f"detect_workers must be 1..4, got {self.detect_workers}")
+        if self.detect_workers > 1 and (self.mode == "fast" or self.pipeline == "reference"):
+            raise ConfigSpecError("detect_workers > 1 needs mode=full and pipeline=edge")
         if self.mode not in ("full", "fast"):
             raise ConfigSpecError(f"mode must be full or fast, got {self.mode!r}")
         if self.full_size not in ("fixed", "auto"):
@@ -78,7 +85,8 @@ class BenchConfig:
         if self.mode == "fast":
             auto = "_auto" if self.full_size == "auto" else ""
             fast = f"_fast-n{self.full_every}-r{self.roi_size}-x{self.roi_expand:g}{auto}"
-        return f"{self.detector.name}+{self.classifier.name}_{self.backend}_t{self.threads}{size}{ref}{fast}"
+        workers = f"_w{self.detect_workers}" if self.detect_workers > 1 else ""
+        return f"{self.detector.name}+{self.classifier.name}_{self.backend}_t{self.threads}{size}{ref}{fast}{workers}"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -123,6 +131,7 @@ _CONVERT: dict[str, Callable[[str], Any]] = {
     "roi_expand": float,
     "roi_size": int,
     "full_size": str,
+    "detect_workers": int,
 }
 
 
@@ -134,8 +143,9 @@ def apply_spec(base: BenchConfig, spec: str) -> BenchConfig:
             continue
         key, sep, value = part.partition("=")
         key = key.strip().replace("-", "_")
-        if key.startswith("detector.") and key.removeprefix("detector.") in _CONVERT:
-            key = key.removeprefix("detector.")
+        for prefix in ("detector.", "pipeline."):
+            if key.startswith(prefix) and key.removeprefix(prefix) in _CONVERT:
+                key = key.removeprefix(prefix)
         if not sep or key not in _CONVERT:
             raise ConfigSpecError(
                 f"{part!r}: expected key=value with key one of {', '.join(_CONVERT)} (e.g. threads=2)"

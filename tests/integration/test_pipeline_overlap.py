@@ -19,6 +19,7 @@ from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import Publisher
 from edge_agent.settings import load_settings
 from edge_agent.sources import open_source
+from tests.support.stream import StreamCollector
 
 WAIT_S = 10.0  # a bound for a wait that, with overlapping stages, ends within milliseconds
 
@@ -73,3 +74,59 @@ def test_detector_of_the_next_frame_runs_while_a_frame_is_classified(
         assert pipe.stop(timeout=2.0)
     assert overlapped == [True]
     assert detect_threads == {"inference"} and classify_threads == {"classify"}
+
+
+def test_two_detector_threads_overtake_and_frames_stay_in_order(
+        asset: Callable[[str], Path], shipped_model: Callable[[str], Path], tmp_path: Path) -> None:
+    """``pipeline.detect_workers = 2``: frame 0's detection waits until frame 1's has started (possible only with
+    two detections in flight) and frame 1 finishes first; every frame is still published once, in source order."""
+    endpoint = f"ipc://{tmp_path}/workers.sock"
+    settings = load_settings(None, {
+        "detector.model": str(shipped_model("detector/retinaface-mnet025")),
+        "classifier.model": str(shipped_model("classifier/mnv3s-facex7")),
+        "backend.kind": "onnx",
+        "source.uri": str(asset("single_face.mp4")),
+        "source.pace": "fast",
+        "publisher.endpoint": endpoint,
+        "publisher.camera_id": "workers",
+        "publisher.sndhwm": 1000,
+        "pipeline.detect_workers": 2,
+    })
+    engine = build_engine(settings)
+    source = open_source(settings.source, queue_size=settings.pipeline.queue_size)
+    pipe = Pipeline(settings, engine, source, Publisher(settings.publisher.endpoint, sndhwm=1000))
+    detect = engine.detector.detect_timed
+    lock = threading.Lock()
+    second_started = threading.Event()
+    calls: list[int] = []
+    threads: set[str] = set()
+    waited: list[bool] = []
+
+    def detect_spy(image: Any) -> Any:
+        with lock:
+            k = len(calls)
+            calls.append(k)
+            threads.add(threading.current_thread().name)
+        if k == 1:
+            second_started.set()
+        if k == 0:
+            waited.append(second_started.wait(WAIT_S))
+        return detect(image)
+
+    engine.detector.detect_timed = detect_spy  # type: ignore[method-assign,assignment]
+    sub = StreamCollector(endpoint)
+    time.sleep(0.3)  # the SUB joins the bound PUB before the first frame
+    pipe.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not pipe.health().ended and time.monotonic() < deadline:
+            assert pipe.health().error is None
+            time.sleep(0.05)
+        assert pipe.health().ended
+    finally:
+        assert pipe.stop(timeout=2.0)
+        sub.close(drain_s=0.5)
+    assert waited == [True]
+    assert threads == {"inference", "inference-2"}
+    assert [m.frame_id for m in sub.emotions] == list(range(72))  # each frame once, in source order
+    assert all(len(m.faces) == 1 for m in sub.emotions)

@@ -10,6 +10,7 @@ import pytest
 
 from edge_agent.bench.cli import main
 from edge_agent.bench.compare import ratios
+from edge_agent.bench.pipelined import overrides_for
 from edge_agent.bench.report import write_report
 from edge_agent.bench.runner import BenchConfig, ConfigSpecError, apply_spec
 
@@ -30,8 +31,15 @@ def test_apply_spec_parses_every_kind() -> None:
     assert cfg.name() == "x+c_onnx_t2_640x384_reference"
 
 
+def test_detect_workers_spec_reaches_the_daemon_overrides() -> None:
+    cfg = apply_spec(BenchConfig(detector=Path("d"), classifier=Path("c")), "pipeline.detect_workers=2")
+    assert cfg.detect_workers == 2 and cfg.name() == "d+c_onnx_t1_w2"
+    assert overrides_for(cfg, "video.mp4", "ipc:///tmp/x")["pipeline.detect_workers"] == 2
+
+
 @pytest.mark.parametrize("spec", ["detector", "colour=red", "threads=two", "input_size=640", "backend=tpu",
-                                  "pipeline=reference,backend=hailo"])
+                                  "pipeline=reference,backend=hailo", "detect_workers=0", "detect_workers=5",
+                                  "detect_workers=2,mode=fast", "detect_workers=2,pipeline=reference"])
 def test_apply_spec_rejects_bad_specs(spec: str) -> None:
     with pytest.raises(ConfigSpecError):
         apply_spec(BenchConfig(detector=Path("d"), classifier=Path("c")), spec)

@@ -136,3 +136,11 @@ def test_effective_config_redacts_credentials(tmp_path: Path) -> None:
     import tomllib
 
     assert tomllib.loads(text)["source"]["uri"] == "rtsp://admin:***@10.0.0.5/s1"
+
+
+def test_detect_workers_need_full_mode_with_a_one_line_error() -> None:
+    assert load_settings(None, {"pipeline.detect_workers": 2}).pipeline.detect_workers == 2
+    with pytest.raises(ConfigError, match=r'^pipeline\.detect_workers = 2 needs detector\.mode = "full"'):
+        load_settings(None, {"pipeline.detect_workers": 2, "detector.mode": "fast"})
+    with pytest.raises(ConfigError, match=r"^pipeline\.detect_workers: Input should be less than or equal to 4$"):
+        load_settings(None, {"pipeline.detect_workers": 5})
