@@ -158,7 +158,8 @@ def daemon_env(endpoint: str, source: str, extra: dict[str, str] | None = None) 
 
 
 def run_daemon(frames: int, *, source: str = DEFAULT_SOURCE, idle_subscribers: int = 0, readers: int = 0,
-               sample_every_s: float = 1.0, timeout_s: float = 7200.0, log: Path | None = None) -> RunResult:
+               sample_every_s: float = 1.0, timeout_s: float = 7200.0, log: Path | None = None,
+               settings: dict[str, str] | None = None) -> RunResult:
     """Run the daemon until it has published ``frames`` emotion messages, sampling /proc once a second."""
     with tempfile.TemporaryDirectory(prefix="edge-soak-") as tmp:
         endpoint = f"ipc://{tmp}/soak.sock"
@@ -175,7 +176,8 @@ def run_daemon(frames: int, *, source: str = DEFAULT_SOURCE, idle_subscribers: i
         busy = Readers(ctx, endpoint, readers) if readers else None
         err = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (closed below)
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run"], env=daemon_env(endpoint, source),
+        proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "run"],
+                                env=daemon_env(endpoint, source, settings),
                                 cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err)
         result = RunResult(source=source, frames_target=frames, frames_published=0, wall_s=0.0, exit_code=-1)
         try:
@@ -272,6 +274,17 @@ def _write(kind: str, data: dict[str, Any], out: Path | None) -> Path:
     return out
 
 
+def setting_env(pairs: list[str]) -> dict[str, str]:
+    """``["pipeline.detect_workers=2"]`` -> ``{"EDGE_AGENT_PIPELINE__DETECT_WORKERS": "2"}``."""
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set {pair!r}: expected SECTION.KEY=VALUE")
+        env["EDGE_AGENT_" + key.strip().upper().replace(".", "__")] = value
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=20000, help="soak: stop after this many published frames")
@@ -283,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default=DEFAULT_SOURCE)
     p.add_argument("--out", type=Path, help="write the JSON here instead of benchmarks/results/")
     p.add_argument("--log", type=Path, help="write the daemon's stderr here")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a daemon setting, e.g. pipeline.detect_workers=2 (repeatable)")
     args = p.parse_args(argv)
+    settings = setting_env(args.set)
     info = machine()
     if args.subscribers:
         scenarios = {"none": (0, 0), "slow": (1, 0), f"many{args.many}": (0, args.many),
@@ -305,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_write("subscribers", out, args.out))
         return 0
     warmup = args.warmup if args.warmup is not None else max(200, args.frames // 10)
-    r = run_daemon(args.frames, source=args.source, log=args.log)
-    data: dict[str, Any] = {"kind": "soak", "machine": info, **summarize_soak(r, warmup),
+    r = run_daemon(args.frames, source=args.source, log=args.log, settings=settings)
+    data: dict[str, Any] = {"kind": "soak", "machine": info, "settings": args.set, **summarize_soak(r, warmup),
                             "run": {k: v for k, v in asdict(r).items() if k not in ("samples", "final_status")},
                             "final_status": _status_summary(r.final_status),
                             "samples": [asdict(s) for s in r.samples]}
