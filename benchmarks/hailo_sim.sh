@@ -9,6 +9,8 @@ NOTE="${NOTE:-}"
 
 # Hailo-8 on a stock Pi 5 (PCIe 2.0 x1): model + simulated pipeline (capture=file and capture=memory).
 "${BENCH[@]}" --note "$NOTE" --arch hailo8 --pcie gen2x1
+# ... with two detections in flight (pipeline.detect_workers = 2).
+"${BENCH[@]}" --note "$NOTE" --arch hailo8 --pcie gen2x1 --detect-workers 2
 # The same with PCIe 3.0 x1 (dtparam=pciex1_gen=3), and the Hailo-8L (AI Kit) on both links.
 "${BENCH[@]}" --note "$NOTE" --arch hailo8 --pcie gen3x1
 "${BENCH[@]}" --note "$NOTE" --arch hailo8l --pcie gen2x1

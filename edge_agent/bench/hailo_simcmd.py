@@ -48,6 +48,8 @@ def add_parser(sub: Any) -> None:
                    help="classifier ONNX artifact (default models/classifier/mnv3s-facex7)")
     p.add_argument("--host-frames", type=int, default=32, help="frames for the host-work measurement")
     p.add_argument("--no-sim", action="store_true", help="only the model (no simulated pipeline run)")
+    p.add_argument("--detect-workers", type=int, default=1, choices=(1, 2, 3, 4),
+                   help="pipeline.detect_workers of the simulated run (2: two detections in flight)")
     p.add_argument("--out-dir", dest="sim_out", type=Path, default=None,
                    help="result folder (default benchmarks/results)")
     p.add_argument("--note", dest="sim_note", default="", help="free text stored in the result file")
@@ -103,6 +105,7 @@ def run_hailo_sim(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         "host_measurement": host_facts,
         "device_ms": _round(dataclasses.asdict(dev)),
         "projection": projections,
+        "detect_workers": args.detect_workers,
     }
     lines = [f"Hailo on paper: {args.arch} over {link.name}, Pi 5 host = {args.host_scale}x this machine "
              f"(measured on {args.sim_source})",
@@ -117,14 +120,16 @@ def run_hailo_sim(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         data["simulation"] = _simulate(args, det_dir, cls_dir, dev)
         for capture, s in data["simulation"].items():
             lines.append(
-                f"simulated device, real Pipeline, capture={capture}: chip busy {s['chip_busy_pct']:.1f} %, "
+                f"simulated device, real Pipeline (detect_workers={args.detect_workers}), capture={capture}: "
+                f"chip busy {s['chip_busy_pct']:.1f} %, "
                 f"{s['frames_published']} frames ({s['frames_with_faces']} with faces), Pi-time fps "
                 f"{s['fps_pi']:.1f}, device idle {s['device_idle_per_frame_pi_ms']:.2f} ms/frame, "
                 f"capture->publish p50 {s['latency_pi_ms']['p50']:.1f} p99 "
                 f"{s['latency_pi_ms']['p99']:.1f} ms (Pi time, queueing included); simulator overruns "
                 f"{s['overruns']} ({s['overrun_pct_of_window']:.1f} % of the window), cache misses "
                 f"{s['cache']['misses']}")
-    config = f"hailo-sim-{args.arch}-{args.pcie}-x{args.host_scale:g}"
+    workers = f"-w{args.detect_workers}" if args.detect_workers > 1 else ""
+    config = f"hailo-sim-{args.arch}-{args.pcie}-x{args.host_scale:g}{workers}"
     out = write_result(data, args.sim_out or results_dir(), data["machine"]["cpu_model"],
                        data["machine"]["versions"].get("onnxruntime", "na"), config)
     lines.append(f"wrote {out}")
@@ -145,7 +150,8 @@ def _simulate(args: argparse.Namespace, det_dir: Path, cls_dir: Path, dev: hm.De
                "classifier": (dev.classifier_chip + dev.classifier_transfer) / 1000.0 / dilation}
     results: dict[str, Any] = {}
     for capture in ("file", "memory"):
-        run = run_pipeline(det_hef, cls_hef, args.sim_source, seconds, arch=arch, capture=capture)
+        run = run_pipeline(det_hef, cls_hef, args.sim_source, seconds, arch=arch, capture=capture,
+                           settings_extra={"pipeline": {"detect_workers": args.detect_workers}})
         results[capture] = _sim_json(run, seconds, dilation)
     return results
 
