@@ -39,6 +39,9 @@ COMMON=(--note "$NOTE" --out-dir "$OUT" --classifier "$CLS" --threads 1 --repeat
 # The shipped default detector (acwface-dcn, a different network) against the same reference: the distance.
 "${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --compare "detector=$ACW" "pipeline=reference"
 "${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --compare "detector=$ACW,threads=2" "pipeline=reference"
+# Two detections in flight (pipeline.detect_workers = 2, one ONNX Runtime thread each): the shipped detector and INT8.
+"${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --compare "detector=$ACW,detect_workers=2" "pipeline=reference"
+"${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --compare "detector=$INT8,detect_workers=2" "pipeline=reference"
 # Larger frames (960x540): the reference runs at native resolution.
 "${BENCH[@]}" "${COMMON[@]}" --detector "$REF" --source sample:face_noface.mov \
     --compare "detector=$INT8" "pipeline=reference"
@@ -54,5 +57,7 @@ MULTI=(--source sample:multi_face.jpg --repeat 100)
 # subprocess; RSS (and RssAnon/RssFile) from /proc once a second after a warm-up.
 .venv/bin/python benchmarks/soak.py --frames "$SOAK_FRAMES" --warmup "$((SOAK_FRAMES / 3))" \
     --out "$OUT/soak_memory_$(date -u +%Y%m%d-%H%M%S).json"
+.venv/bin/python benchmarks/soak.py --frames "$SOAK_FRAMES" --warmup "$((SOAK_FRAMES / 3))" \
+    --set pipeline.detect_workers=2 --out "$OUT/soak_memory_w2_$(date -u +%Y%m%d-%H%M%S).json"
 
 "${BENCH[@]}" report --results "$OUT"
