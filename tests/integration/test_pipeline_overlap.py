@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.engine import build_engine
+from edge_agent.engine import Engine, build_engine
 from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import Publisher
 from edge_agent.settings import load_settings
@@ -24,20 +24,28 @@ from tests.support.stream import StreamCollector
 WAIT_S = 10.0  # a bound for a wait that, with overlapping stages, ends within milliseconds
 
 
-def test_detector_of_the_next_frame_runs_while_a_frame_is_classified(
-        asset: Callable[[str], Path], shipped_model: Callable[[str], Path], tmp_path: Path) -> None:
+def _pipeline(asset: Callable[[str], Path], shipped_model: Callable[[str], Path], endpoint: str,
+              **overrides: Any) -> tuple[Engine, Pipeline]:
+    """The real RetinaFace-0.25 + classifier on ``single_face.mp4`` at pace=fast, publishing on ``endpoint``."""
     settings = load_settings(None, {
         "detector.model": str(shipped_model("detector/retinaface-mnet025")),
         "classifier.model": str(shipped_model("classifier/mnv3s-facex7")),
         "backend.kind": "onnx",
         "source.uri": str(asset("single_face.mp4")),
         "source.pace": "fast",
-        "publisher.endpoint": f"ipc://{tmp_path}/overlap.sock",
-        "publisher.camera_id": "overlap",
+        "publisher.endpoint": endpoint,
+        "publisher.sndhwm": 1000,
+        **overrides,
     })
     engine = build_engine(settings)
     source = open_source(settings.source, queue_size=settings.pipeline.queue_size)
-    pipe = Pipeline(settings, engine, source, Publisher(settings.publisher.endpoint))
+    publisher = Publisher(settings.publisher.endpoint, sndhwm=settings.publisher.sndhwm)
+    return engine, Pipeline(settings, engine, source, publisher)
+
+
+def test_detector_of_the_next_frame_runs_while_a_frame_is_classified(
+        asset: Callable[[str], Path], shipped_model: Callable[[str], Path], tmp_path: Path) -> None:
+    engine, pipe = _pipeline(asset, shipped_model, f"ipc://{tmp_path}/overlap.sock")
     detect, classify = engine.detector.detect_timed, engine.classifier.classify_timed
     detect_started = [threading.Event() for _ in range(3)]
     calls = {"detect": 0, "classify": 0}
@@ -81,20 +89,7 @@ def test_two_detector_threads_overtake_and_frames_stay_in_order(
     """``pipeline.detect_workers = 2``: frame 0's detection waits until frame 1's has started (possible only with
     two detections in flight) and frame 1 finishes first; every frame is still published once, in source order."""
     endpoint = f"ipc://{tmp_path}/workers.sock"
-    settings = load_settings(None, {
-        "detector.model": str(shipped_model("detector/retinaface-mnet025")),
-        "classifier.model": str(shipped_model("classifier/mnv3s-facex7")),
-        "backend.kind": "onnx",
-        "source.uri": str(asset("single_face.mp4")),
-        "source.pace": "fast",
-        "publisher.endpoint": endpoint,
-        "publisher.camera_id": "workers",
-        "publisher.sndhwm": 1000,
-        "pipeline.detect_workers": 2,
-    })
-    engine = build_engine(settings)
-    source = open_source(settings.source, queue_size=settings.pipeline.queue_size)
-    pipe = Pipeline(settings, engine, source, Publisher(settings.publisher.endpoint, sndhwm=1000))
+    engine, pipe = _pipeline(asset, shipped_model, endpoint, **{"pipeline.detect_workers": 2})
     detect = engine.detector.detect_timed
     lock = threading.Lock()
     second_started = threading.Event()

@@ -1,7 +1,8 @@
 """A short soak of the real daemon: ~1500 frames of a looping sample video (it reopens the file every 72 frames).
 
-After warm-up, RSS must stay within 20 MB and the thread and open-fd counts must not grow (a leaked capture
-handle, socket or thread per loop would show here). Runs ``benchmarks/soak.py`` in a subprocess and reads its JSON.
+After warm-up, RSS must stay within 20 MB and the thread and open-fd counts must not grow beyond a transient
+one or two (a leaked capture handle, socket or thread per loop would add ~20). Runs ``benchmarks/soak.py`` in a
+subprocess and reads its JSON.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def test_short_soak_bounds_rss_threads_and_fds(tmp_path: Path, asset: Callable[[
     assert end["frames_published"] - start["frames_published"] >= FRAMES - WARMUP - 100
     assert data["rss_growth_mb"] < RSS_GROWTH_LIMIT_MB, data["samples"]
     assert data["rss_max_after_warmup_mb"] - start["rss_mb"] < RSS_GROWTH_LIMIT_MB
-    assert end["threads"] <= start["threads"] and data["threads_max"] <= start["threads"], data["samples"]
+    # The file reopens ~20 times: a thread leaked per reopen would add ~20. A sample taken while FFmpeg swaps its
+    # decoder (native threads of the old and the new one) may show one or two more for that moment.
+    assert end["threads"] <= start["threads"] + 1 and data["threads_max"] <= start["threads"] + 2, data["samples"]
     assert end["fds"] <= start["fds"] and data["fds_max"] <= start["fds"] + 2, data["samples"]
     final = data["final_status"]
     assert final["source"]["state"] == "running" and final["drops"] == 0
