@@ -139,7 +139,7 @@ class EventMessage(_Wire):
     camera_id: str = Field(description="publisher.camera_id (also the topic suffix)")
     event: Literal["new", "update", "end"] = Field(
         description="new: a track was confirmed; update: its smoothed label changed; end: it was not seen for "
-        "tracking.max_age_s (or the source ended)")
+        "tracking.max_age_s (or the source ended, or the daemon stopped)")
     track_id: int = Field(ge=1, description="the track_id published with the face")
     t: float = Field(description="wall-clock epoch seconds of the frame that caused the event")
     seq: int = Field(ge=0, description="seq of that frame's emotion message")
@@ -319,7 +319,8 @@ def render_docs() -> str:
         "",
         "A track is confirmed (`new`, and its faces get the `track_id`) after `tracking.min_hits` consecutive "
         "frames; `update` when its smoothed label changes; `end` when it has not been seen for "
-        "`tracking.max_age_s` seconds or the source ended. Tentative tracks cause no event.",
+        "`tracking.max_age_s` seconds, the source ended or the daemon stopped (SIGTERM, a reload). Tentative tracks "
+        "cause no event.",
         "",
         *_fields_table(EventMessage),
         "",

@@ -16,7 +16,8 @@ they are read) and the classify stage restores source order before anything is p
 Faces failing the quality gates (edge_agent.quality) are not classified; with ``tracking.enabled`` the publish
 thread runs the face tracker (edge_agent.tracking) over the capture timestamps, adds track ids and smoothed
 expressions to the faces and publishes track events (``events.v1.<camera_id>``; on a natural end of the source
-every live track ends before the final status message).
+every live track ends before the final status message, and on stop() -- SIGTERM, a reload -- before the socket
+closes).
 Per-stage durations and capture -> publish latency go into fixed-size rings (edge_agent.stats) whose
 percentiles are published on the status topic. A stage thread never dies silently: its exception is logged and
 reported by :meth:`Pipeline.health` (``error``), and the service decides what to do.
@@ -64,6 +65,7 @@ _RESULT_QUEUE_SIZE: Final = 4
 _DETECTED_QUEUE_SIZE: Final = 2  # detected frames waiting for the classifier: small, so latency stays low
 _END: Final = object()  # end-of-source marker, passed down the stage queues
 FLUSH_ON_END_S: Final = 1.0  # on a natural end, give queued messages this long to leave the socket
+FLUSH_ON_STOP_S: Final = 0.2  # on a stop with live tracks, this long for their end events
 _FACE_STAGES: Final = frozenset({"crop", "classifier"})  # sampled only for frames with at least one face
 
 
@@ -152,7 +154,7 @@ class Pipeline:
         self._detect_workers = settings.pipeline.detect_workers
         self._read_lock = threading.Lock()  # one detector thread reads (and numbers) a frame at a time
         self._n_read = 0
-        self._last_frame: Frame | None = None  # the last published frame (end events at the source's end)
+        self._last_frame: Frame | None = None  # the last published frame (end events at the end)
         self._detected: queue.Queue[_Detected | object] = queue.Queue(maxsize=_DETECTED_QUEUE_SIZE)
         self._results: queue.Queue[_Result | object] = queue.Queue(maxsize=_RESULT_QUEUE_SIZE)
         self._stop = threading.Event()
@@ -231,7 +233,11 @@ class Pipeline:
             if t.is_alive():
                 joined = False
                 log.warning("%s thread did not stop within %.1f s", t.name, timeout)
-        flush = min(FLUSH_ON_END_S, max(0.0, deadline - time.monotonic())) if self._ended else 0.0
+        ended_tracks = False
+        if joined and not self._ended:  # stopped (SIGTERM, reload, failure): live tracks end here, with events
+            ended_tracks = self._end_tracks()
+        flush_wanted = FLUSH_ON_END_S if self._ended else (FLUSH_ON_STOP_S if ended_tracks else 0.0)
+        flush = min(flush_wanted, max(0.0, deadline - time.monotonic()))
         if joined:
             self.publisher.close(flush_s=flush)
         self.engine.close()
@@ -416,12 +422,15 @@ class Pipeline:
             self.publisher.send(self._events_topic, encode(msg))
             log.debug("track %d %s (%s)", ev.track_id, ev.kind, ev.label)
 
-    def _end_tracks(self) -> None:
-        """The source ended: end every live track (at the last frame's time)."""
+    def _end_tracks(self) -> bool:
+        """End every live track at the last published frame's time (the source ended, or the pipeline stops);
+        True if any end event was sent. Called from the publish thread, or by stop() once it has joined."""
         if self._tracker is None or self._last_frame is None:
-            return
+            return False
         frame = self._last_frame
-        self._send_events(self._tracker.flush(frame.t_capture), frame)
+        events = self._tracker.flush(frame.t_capture)
+        self._send_events(events, frame)
+        return bool(events)
 
     def _send_status(self) -> None:
         self.publisher.send(self._status_topic, encode(self.status_message()))

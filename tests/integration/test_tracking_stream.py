@@ -10,12 +10,15 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from edge_agent.messages import EmotionMessage, EventMessage, StatusMessage
+from edge_agent.pipeline import Pipeline
+from edge_agent.settings import load_settings
 from tests.support.daemon import daemon_env
 from tests.support.stream import StreamCollector
 
@@ -93,3 +96,39 @@ def test_one_stable_track_with_new_and_end_events(asset: Callable[[str], Path],
     assert end_index < last_status
     final = msgs[last_status][1]
     assert isinstance(final, StatusMessage) and final.state == "ended"
+
+
+@pytest.mark.slow
+def test_stopping_the_pipeline_ends_live_tracks_with_end_events(asset: Callable[[str], Path],
+                                                              shipped_model: Callable[[str], Path],
+                                                              tmp_path: Path) -> None:
+    """SIGTERM or a reload stops the pipeline mid-stream: every confirmed track gets its ``end`` event (with its
+    duration and dominant expression) before the socket closes, as at a natural end of the source."""
+    endpoint = f"ipc://{tmp_path}/stop.sock"
+    settings = load_settings(None, {
+        "detector.model": str(shipped_model("detector/retinaface-mnet025")),
+        "classifier.model": str(shipped_model("classifier/mnv3s-facex7")),
+        "backend.kind": "onnx",
+        "source.uri": str(asset("single_face.mp4")),
+        "source.loop": True,
+        "publisher.endpoint": endpoint,
+        "publisher.camera_id": "stop",
+        "tracking.min_hits": MIN_HITS,
+    })
+    sub = StreamCollector(endpoint)
+    pipe = Pipeline.from_settings(settings)
+    try:
+        pipe.warm_up()
+        pipe.start()
+        deadline = time.monotonic() + 60
+        while not any(e.event == "new" for e in sub.events):
+            assert time.monotonic() < deadline and pipe.health().error is None
+            time.sleep(0.05)
+    finally:
+        assert pipe.stop(timeout=2.0)
+        sub.close(drain_s=0.5)
+    new = [e for e in sub.events if e.event == "new"]
+    ends = [e for e in sub.events if e.event == "end"]
+    assert len(new) == 1 and [e.track_id for e in ends] == [new[0].track_id]
+    assert ends[0].duration_s is not None and ends[0].duration_s > 0 and ends[0].dominant is not None
+    assert not pipe.health().ended  # stopped, not a natural end
