@@ -4,15 +4,13 @@ Importable only as ``edge_agent.bench.hailo_sim.hailo_api``; the daemon never im
 it to the Hailo backend explicitly (:func:`edge_agent.bench.hailo_sim.run.simulated_hailo_platform`).
 """
 
+from edge_agent.bench.hailo_sim.hailo_api.pyhailort.enums import FormatOrder, FormatType, HailoSchedulingAlgorithm
 from edge_agent.bench.hailo_sim.hailo_api.pyhailort.pyhailort import (
     VERSION,
     AsyncInferJob,
     ConfiguredInferModel,
     Device,
-    FormatOrder,
-    FormatType,
     HailoRTException,
-    HailoSchedulingAlgorithm,
     InferModel,
     VDevice,
     configure,

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from hailo_platform import _chip
 
+from edge_agent.bench.hailo_sim.hailo_api.pyhailort.enums import FormatOrder, FormatType, HailoSchedulingAlgorithm
+
 STATUS = {
     "HAILO_INVALID_ARGUMENT": 2,
     "HAILO_OPEN_FILE_FAILURE": 13,
@@ -99,23 +101,6 @@ def _status_error(name: str) -> HailoRTException:
         "HAILO_INVALID_HEF": HailoRTInvalidHEFException("Invalid HEF. See hailort.log for more information"),
     }
     return special.get(name, HailoRTException(f"libhailort failed with error: {code} ({name})"))
-
-
-class HailoSchedulingAlgorithm(IntEnum):
-    NONE = 0
-    ROUND_ROBIN = 1
-
-
-class FormatType(IntEnum):
-    AUTO = 0
-    UINT8 = 1
-    UINT16 = 2
-    FLOAT32 = 3
-
-
-class FormatOrder(IntEnum):
-    NHWC = 1
-    NC = 8
 
 
 _DTYPES = {FormatType.UINT8: np.dtype(np.uint8), FormatType.UINT16: np.dtype(np.uint16),

@@ -17,13 +17,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_agent.bench.hailo_sim.chip import SimChip
+from edge_agent.bench.hailo_sim.hailo_api.pyhailort.enums import (  # noqa: F401 (re-exported as hailo_platform's names)
+    FormatOrder,
+    FormatType,
+    HailoSchedulingAlgorithm,
+)
 from edge_agent.bench.hailo_sim.network import SimNetwork, load_sim_hef
 
 VERSION = "4.20.0"
@@ -36,23 +40,6 @@ class HailoRTException(Exception):
 
 class HailoRTTimeout(HailoRTException):
     pass
-
-
-class HailoSchedulingAlgorithm(IntEnum):
-    NONE = 0
-    ROUND_ROBIN = 1
-
-
-class FormatType(IntEnum):
-    AUTO = 0
-    UINT8 = 1
-    UINT16 = 2
-    FLOAT32 = 3
-
-
-class FormatOrder(IntEnum):
-    NHWC = 1
-    NC = 2
 
 
 @dataclass
