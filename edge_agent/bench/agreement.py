@@ -15,25 +15,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.bench.detection import iou_matrix
+from edge_agent.bench.identical import match_boxes
 
 Records = Sequence[tuple[int, npt.NDArray[Any]]]
 
 
 def matched_count(pred: npt.ArrayLike, gt: npt.ArrayLike, iou: float) -> int:
-    """Greedy one-to-one matches (highest IoU pair first) with IoU >= ``iou`` between two box sets."""
-    ious = iou_matrix(pred, gt)
-    if ious.size == 0:
-        return 0
-    pairs = np.argwhere(ious >= iou)
-    order = np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")
-    used_p: set[int] = set()
-    used_g: set[int] = set()
-    for p, g in pairs[order].tolist():
-        if p not in used_p and g not in used_g:
-            used_p.add(p)
-            used_g.add(g)
-    return len(used_p)
+    """Greedy one-to-one matches (highest IoU pair first) with IoU >= ``iou`` between two box sets
+    (:func:`edge_agent.bench.identical.match_boxes`, counted)."""
+    boxes_p = np.asarray(pred, np.float32).reshape(-1, 4)
+    boxes_g = np.asarray(gt, np.float32).reshape(-1, 4)
+    return len(match_boxes(boxes_p, boxes_g, iou).ious)
 
 
 def _score(records: Records, truth: dict[int, npt.NDArray[Any]], iou: float) -> dict[str, Any]:
