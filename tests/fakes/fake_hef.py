@@ -132,14 +132,18 @@ def _conv(name: str, x: str, out: str, cin: int, cout: int, k: int, stride: int,
     return node, [wt, b]
 
 
-def _save(model: onnx.ModelProto, out_dir: Path, manifest: dict[str, object]) -> Path:
+def save_test_artifact(model: onnx.ModelProto, out_dir: Path, manifest: dict[str, object]) -> Path:
+    """Write ``model`` as ``out_dir/model.onnx`` with ``manifest`` completed (file, sha256, size, opset; licence
+    and provenance unless given) and check that the artifact loads. A ``classes_file`` must already be there."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.onnx"
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     manifest.update(file="model.onnx", format="onnx", sha256=sha256_file(path), size_bytes=path.stat().st_size,
-                    opset=17, licence="test-only",
-                    provenance={"source": "random weights (tests/fakes/fake_hef.py)", "recipe": "tiny test model"})
+                    opset=17)
+    manifest.setdefault("licence", "test-only")
+    manifest.setdefault("provenance", {"source": "random weights (tests/fakes/fake_hef.py)",
+                                       "recipe": "tiny test model"})
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     load_artifact(out_dir)
     return out_dir
@@ -176,7 +180,7 @@ def make_tiny_detector(out_dir: Path, hw: tuple[int, int] = (64, 96), seed: int 
         "anchors": TINY_ANCHORS,
         "detector_outputs": {"kind": "raw_heads", "heads": heads, "heads_layout": "NCHW"},
     }
-    return _save(model, out_dir, manifest)
+    return save_test_artifact(model, out_dir, manifest)
 
 
 def make_tiny_classifier(out_dir: Path, size: int = 32, seed: int = 1) -> Path:
@@ -208,7 +212,7 @@ def make_tiny_classifier(out_dir: Path, size: int = 32, seed: int = 1) -> Path:
                        "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
         "labels": TINY_LABELS, "classes_file": "classes.json",
     }
-    return _save(model, out_dir, manifest)
+    return save_test_artifact(model, out_dir, manifest)
 
 
 def random_frames(n: int, hw: tuple[int, int], seed: int = 0) -> np.ndarray:

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.assets import sha256_file
-
 LABELS = ["non_teasing", "teasing"]  # seed 003: non_teasing = 0, teasing = 1 (positive)
 SIZE = 32
 MEAN = (0.5, 0.4, 0.3)
@@ -25,8 +23,10 @@ MODEL_ID = "tiny-binary"
 
 
 def make_binary_classifier(out_dir: Path) -> Path:
-    onnx = pytest.importorskip("onnx", reason="building the tiny test classifier needs the onnx package")
+    pytest.importorskip("onnx", reason="building the tiny test classifier needs the onnx package")
     from onnx import TensorProto, helper
+
+    from tests.fakes.fake_hef import save_test_artifact
 
     w = np.array([[0.0, 0.0, 0.0], [GAIN, 0.0, -GAIN]], np.float32)
     graph = helper.make_graph(
@@ -41,13 +41,8 @@ def make_binary_classifier(out_dir: Path) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "tiny_binary.onnx"
-    onnx.save(model, str(path))
-    manifest = {
+    manifest: dict[str, object] = {
         "model_id": MODEL_ID, "task": "classifier", "architecture": "gap-linear (test graph)",
-        "file": path.name, "format": "onnx", "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
-        "opset": 17,
         "inputs": [{"name": "input", "shape": ["N", 3, SIZE, SIZE], "dtype": "float32", "layout": "NCHW"}],
         "outputs": [{"name": "logits", "shape": ["N", 2], "dtype": "float32", "layout": "NC"}],
         "preprocess": {"input_size": [SIZE, SIZE], "resize": "stretch", "color_order": "RGB", "layout": "NCHW",
@@ -55,9 +50,9 @@ def make_binary_classifier(out_dir: Path) -> Path:
         "labels": LABELS, "classes_file": "classes.json",
         "provenance": {"source": "test graph", "recipe": "tests/unit/binary_model.py"}, "licence": "MIT",
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classes.json").write_text(json.dumps(LABELS), encoding="utf-8")
-    return out_dir
+    return save_test_artifact(model, out_dir, manifest)
 
 
 def expected_positive_prob(bgr: tuple[int, int, int]) -> float:
