@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from edge_agent.assets import sha256_file
 from edge_agent.manifest import MANIFEST_NAME, Manifest, ModelArtifact
 
@@ -155,4 +157,11 @@ def quant_from_range(lo: float, hi: float) -> tuple[float, float]:
     scale = (hi - lo) / 255.0 or 1.0 / 255.0
     zp = float(min(255, max(0, round(-lo / scale))))
     return scale, zp
+
+
+def quantise_u8(y: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``y`` as uint8 with the (scale, zero point) of :func:`quant_from_range` over its own range, as a HEF's
+    8-bit output carries it (the stand-ins for the chip use this)."""
+    scale, zp = quant_from_range(float(y.min()), float(y.max()))
+    return np.clip(np.rint(y / scale + zp), 0, 255).astype(np.uint8), scale, zp
 

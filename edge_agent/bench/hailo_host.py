@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.backends.hailo_manifest import quantise_u8
 from edge_agent.backends.onnx import OnnxBackend
 from edge_agent.bench.hailo_model import HostCosts
 from edge_agent.bench.inputs import load_frames
@@ -45,13 +46,6 @@ def _median_ms(fn: Callable[[], object], repeat: int) -> float:
     return 1000.0 * statistics.median(times)
 
 
-def _quantise(y: np.ndarray) -> tuple[np.ndarray, float, float]:
-    lo, hi = min(float(y.min()), 0.0), max(float(y.max()), 0.0)
-    scale = (hi - lo) / 255.0 or 1.0 / 255.0
-    zp = float(round(-lo / scale))
-    return np.clip(np.rint(y / scale + zp), 0, 255).astype(np.uint8), scale, zp
-
-
 def measure_host(detector_dir: Path, classifier_dir: Path, source: str, frames: int = 32,
                  repeat: int = 5) -> tuple[HostCosts, dict[str, Any]]:
     """Median host milliseconds per stage on this machine (unscaled) and facts about the measurement."""
@@ -77,7 +71,7 @@ def measure_host(detector_dir: Path, classifier_dir: Path, source: str, frames: 
         stage["preprocess"].append(_median_ms(lambda img=img: prepare(img, hef_pre, wh), repeat))  # type: ignore[misc]
         float_in, geom = prepare(img, dm.preprocess, wh)
         raw = onnx_det.run({in_name: float_in})
-        quant = {k: _quantise(np.asarray(v, np.float32)) for k, v in raw.items()}
+        quant = {k: quantise_u8(np.asarray(v, np.float32)) for k, v in raw.items()}
 
         def dequant(quant: dict[str, tuple[np.ndarray, float, float]] = quant) -> dict[str, np.ndarray]:
             return {k: (q.astype(np.float32) - zp) * s for k, (q, s, zp) in quant.items()}

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.backends.hailo_manifest import quantise_u8
+
 SIM_HEF_VERSION = 1
 
 # Outputs by HEF file and frame fingerprint, shared by every SimNetwork of the process (a second Pipeline run
@@ -81,13 +83,6 @@ def fingerprint(frame: np.ndarray) -> bytes:
     return hashlib.blake2b(sub.tobytes() + str(frame.shape).encode(), digest_size=16).digest()
 
 
-def _fake_quant(y: np.ndarray) -> tuple[np.ndarray, float, float]:
-    lo, hi = min(float(y.min()), 0.0), max(float(y.max()), 0.0)
-    scale = (hi - lo) / 255.0 or 1.0 / 255.0
-    zp = float(round(-lo / scale))
-    return np.clip(np.rint(y / scale + zp), 0, 255).astype(np.uint8), scale, zp
-
-
 class SimNetwork:
     """Computes a simulated HEF's outputs for one uint8 NHWC frame (cached by frame fingerprint)."""
 
@@ -116,7 +111,7 @@ class SimNetwork:
             y = np.asarray(results[o.onnx_name], np.float32)[0]
             if o.onnx_layout == "NCHW":
                 y = y.transpose(1, 2, 0)
-            q, scale, zp = _fake_quant(np.ascontiguousarray(y).reshape(o.shape))
+            q, scale, zp = quantise_u8(np.ascontiguousarray(y).reshape(o.shape))
             out[o.name] = (q.astype(np.float32) - np.float32(zp)) * np.float32(scale)  # as HailoRT's FLOAT32 output
         return out
 
